@@ -1,0 +1,112 @@
+"""Token-budget batches from length buckets, deterministic by (seed, epoch), and collation.
+
+A batch's cost is `sentences × longest padded side` (source + EOS, or BOS + target, whichever is
+longer), the way fairseq's `--max-tokens` counts: padded tokens per side. Batches of 8 or more
+sentences hold a multiple of 8 (tensor-core friendly B·T). Sequence lengths are not rounded up:
+on short-sentence corpora rounding to 8 tripled the padding (Multi30k: 7% → 23%). Sentences are sorted by length (ties broken randomly per epoch) so that a batch holds
+similar lengths and padding stays low, then the batch order is shuffled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+BATCH_MULTIPLE = 8  # batch sizes (when ≥ 8) are multiples of this
+
+
+@dataclass
+class Batch:
+    src: torch.Tensor  # (B, S) source ids + EOS, right-padded
+    tgt_in: torch.Tensor  # (B, T) BOS + target ids, right-padded
+    tgt_out: torch.Tensor  # (B, T) target ids + EOS, right-padded
+    n_tgt_tokens: int  # non-pad tokens in tgt_out
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
+                     self.tgt_out.to(device, non_blocking=True), self.n_tgt_tokens)
+
+
+def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, max_tokens: int, seed: int,
+                 epoch: int, shuffle: bool = True) -> list[np.ndarray]:
+    """Index arrays, one per batch, with `len(batch) × padded longest side ≤ max_tokens`.
+
+    Lengths are piece counts without specials. Deterministic given (seed, epoch).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    padded = np.maximum(src_lengths, tgt_lengths) + 1  # +1: EOS on the source, BOS on the target
+    if len(padded) and padded.max() > max_tokens:
+        raise ValueError(f"a sentence of {int(padded.max())} padded tokens exceeds max_tokens={max_tokens}")
+    tie_break = rng.random(len(padded)) if shuffle else np.arange(len(padded))
+    order = np.lexsort((tie_break, padded))
+    batches = _pack(order, padded[order], max_tokens)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def _pack(order: np.ndarray, sorted_padded: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """Cut the length-sorted `order` into consecutive runs that fit the budget.
+
+    Lengths are sorted ascending, so a run starting at `start` with its last element at `end - 1`
+    costs `(end - start) × sorted_padded[end - 1]`; each run is cut as long as that fits, and when
+    it holds ≥ 8 sentences its size is rounded down to a multiple of 8.
+    """
+    batches = []
+    start, n = 0, len(order)
+    while start < n:
+        # Largest end with (end - start) * sorted_padded[end - 1] <= max_tokens: the per-sentence
+        # width only grows, so the feasible ends form a prefix; bisect it.
+        lo, hi = start + 1, n
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if (mid - start) * int(sorted_padded[mid - 1]) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        size = lo - start
+        if size >= BATCH_MULTIPLE:
+            size -= size % BATCH_MULTIPLE
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+def shard(batches: list[np.ndarray], *, rank: int, world_size: int) -> list[np.ndarray]:
+    """This rank's disjoint share; every rank gets the same count (a few batches dropped) so DDP never waits."""
+    usable = len(batches) - len(batches) % world_size
+    return batches[rank:usable:world_size]
+
+
+def padding_fraction(batches: list[np.ndarray], src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> float:
+    """Padding share of all tokens in the padded (B, S) and (B, T) tensors of `batches`."""
+    real = padded = 0
+    for idx in batches:
+        s, t = src_lengths[idx] + 1, tgt_lengths[idx] + 1
+        real += int(s.sum() + t.sum())
+        padded += len(idx) * int(s.max() + t.max())
+    return 1.0 - real / padded if padded else 0.0
+
+
+def collate(src_seqs: list[np.ndarray], tgt_seqs: list[np.ndarray]) -> Batch:
+    """Pad one batch: source gets EOS, the decoder input BOS, the decoder output EOS."""
+    n = len(src_seqs)
+    src_width = max(len(s) for s in src_seqs) + 1
+    tgt_width = max(len(t) for t in tgt_seqs) + 1
+    src = np.full((n, src_width), PAD_ID, dtype=np.int64)
+    tgt_in = np.full((n, tgt_width), PAD_ID, dtype=np.int64)
+    tgt_out = np.full((n, tgt_width), PAD_ID, dtype=np.int64)
+    n_tgt = 0
+    for i, (s, t) in enumerate(zip(src_seqs, tgt_seqs)):
+        src[i, :len(s)] = s
+        src[i, len(s)] = EOS_ID
+        tgt_in[i, 0] = BOS_ID
+        tgt_in[i, 1:len(t) + 1] = t
+        tgt_out[i, :len(t)] = t
+        tgt_out[i, len(t)] = EOS_ID
+        n_tgt += len(t) + 1
+    return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), n_tgt)

@@ -1,0 +1,121 @@
+"""The `translate` command line: prepare, train, eval, translate, average.
+
+Every subcommand turns a `UserError` into one message on stderr and exit code 2; anything else is
+a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from translate.errors import UserError
+
+EXAMPLES = """\
+examples:
+  translate prepare --config configs/demo.yaml
+  translate train --config configs/demo.yaml
+  translate eval --checkpoint runs/demo/checkpoint_best.pt
+  echo "The small dog sees a red car." | translate translate --checkpoint runs/demo/checkpoint_best.pt
+  translate average --last 5 runs/wmt14_base --output runs/wmt14_base/checkpoint_avg.pt
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="translate",
+        description="Train and evaluate Transformer translation models (English-German by default).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, type=Path, help="YAML config file (see configs/)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one config value, typed as in YAML; repeatable (e.g. --set optim.lr=5e-4)")
+
+    p = commands.add_parser("prepare", help="train the tokenizer and binarize the corpora (cached)",
+                            description="Clean, tokenize and binarize the training and validation corpora into "
+                                        "data.data_dir. Reuses the cache when sources and settings are unchanged.")
+    add_config_args(p)
+
+    p = commands.add_parser("train", help="train a model (prepares the data first if needed)",
+                            description="Train a Transformer. Writes checkpoints, config.yaml and metrics.jsonl "
+                                        "to train.out_dir (default runs/<config name>).")
+    add_config_args(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint_last.pt")
+    mode.add_argument("--overwrite", action="store_true", help="delete an existing run directory and start afresh")
+
+    def add_decoding_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file (config and tokenizer found from it)")
+        p.add_argument("--beam", type=int, help="beam size (default: the checkpoint's eval.beam)")
+        p.add_argument("--lenpen", type=float, help="GNMT length penalty alpha (default: eval.lenpen; 0 = none)")
+        p.add_argument("--batch-tokens", type=int, help="source tokens per decoding batch")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    p = commands.add_parser("eval", help="decode a test set and print sacreBLEU and chrF",
+                            description="Translate a test set with beam search and score it with sacreBLEU "
+                                        "(detokenized output against untouched references).")
+    add_decoding_args(p)
+    p.add_argument("--src", type=Path, help="source file (plain, .gz/.xz or .sgm); default: the config's data.test")
+    p.add_argument("--ref", type=Path, help="reference file matching --src")
+    p.add_argument("--output", type=Path, help="write the detokenized hypotheses here")
+    p.add_argument("--json", type=Path, help="write the result as JSON here (default: next to --output, or none)")
+
+    p = commands.add_parser("translate", help="translate stdin (or --input) to stdout, line by line",
+                            description="Read source sentences, one per line, and write translations in order. "
+                                        "Empty lines give empty lines.")
+    add_decoding_args(p)
+    p.add_argument("--input", type=Path, help="read from this file instead of stdin")
+
+    p = commands.add_parser("average", help="average the weights of several checkpoints",
+                            description="Average model weights of compatible checkpoints (same config shape).")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--inputs", nargs="+", type=Path, help="checkpoint files to average")
+    group.add_argument("--last", nargs=2, metavar=("N", "RUN_DIR"), help="the N newest numbered checkpoints of RUN_DIR")
+    p.add_argument("--output", required=True, type=Path, help="where to write the averaged checkpoint")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as e:
+        print(f"translate {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "prepare":
+        from translate.config import config_to_yaml, load_config
+        from translate.data import format_summary, prepare
+
+        cfg = load_config(args.config, args.overrides)
+        print(config_to_yaml(cfg), end="")
+        print(format_summary(prepare(cfg).summary))
+        return 0
+    if args.command == "train":
+        from translate.config import load_config
+        from translate.train import train
+
+        cfg = load_config(args.config, args.overrides)
+        return train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if args.command == "eval":
+        from translate.evaluate import run_eval
+
+        return run_eval(args)
+    if args.command == "translate":
+        from translate.evaluate import run_translate
+
+        return run_translate(args)
+    if args.command == "average":
+        from translate.checkpoint import run_average
+
+        return run_average(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
