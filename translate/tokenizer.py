@@ -81,7 +81,7 @@ def train_tokenizer(sentences: list[str], *, model_file: Path, vocab_size: int, 
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
         # A small corpus may support fewer pieces than asked; take what it supports, reported later.
         hard_vocab_limit=False,
-        input_sentence_size=len(sentences),
+        input_sentence_size=0,  # use every sentence given: sampling happened already
         max_sentence_length=16384,
         num_threads=4,
         minloglevel=2,

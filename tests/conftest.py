@@ -1,0 +1,73 @@
+"""Shared fixtures: small corpora and configs written into a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+PAIRS = [
+    ("The house is small.", "Das Haus ist klein."),
+    ("The dog sees the cat.", "Der Hund sieht die Katze."),
+    ("I like green apples.", "Ich mag grüne Äpfel."),
+    ("We are going home today.", "Wir gehen heute nach Hause."),
+    ("Where is the station?", "Wo ist der Bahnhof?"),
+    ("She reads a book.", "Sie liest ein Buch."),
+] * 5
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def write_corpus(directory: Path, name: str, pairs=PAIRS) -> str:
+    """Write `name.en` / `name.de` and return the prefix."""
+    write_lines(directory / f"{name}.en", [en for en, _ in pairs])
+    write_lines(directory / f"{name}.de", [de for _, de in pairs])
+    return str(directory / name)
+
+
+def tiny_config(tmp_path: Path, **sections) -> dict:
+    """A tiny trainable config as a dict; `sections` are merged in (one level deep)."""
+    cfg = {
+        "data": {"train": {"source": "synthetic", "size": 600, "seed": 1},
+                 "valid": {"source": "synthetic", "size": 40, "seed": 2},
+                 "test": {"source": "synthetic", "size": 40, "seed": 3},
+                 "vocab_size": 300, "max_tokens_per_sentence": 48, "data_dir": str(tmp_path / "data")},
+        "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1, "n_decoder_layers": 1,
+                  "dropout": 0.1, "max_positions": 64},
+        "optim": {"lr": 3e-3, "warmup_steps": 10},
+        "train": {"device": "cpu", "precision": "fp32", "max_tokens": 512, "max_steps": 20, "log_every": 5,
+                  "eval_every": 10, "out_dir": str(tmp_path / "run")},
+        "eval": {"beam": 2, "dev_bleu_sentences": 10, "batch_tokens": 2000},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _quiet_env(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OMP_NUM_THREADS", "2")

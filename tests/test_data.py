@@ -1,0 +1,119 @@
+"""prepare: cleaning counts, tokenizer ids, the content-keyed cache; token-budget batching."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from translate.batching import collate, make_batches, padding_fraction, shard
+from translate.config import config_from_dict
+from translate.data import prepare
+from translate.errors import UserError
+from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+from conftest import PAIRS, tiny_config, write_corpus
+
+
+def files_config(tmp_path, pairs=PAIRS, **data):
+    prefix = write_corpus(tmp_path / "corpus", "train", pairs)
+    valid = write_corpus(tmp_path / "corpus", "valid", PAIRS[:4])
+    raw = tiny_config(tmp_path)
+    raw["data"].update({"train": {"source": "files", "prefix": prefix},
+                        "valid": {"source": "files", "prefix": valid}, "vocab_size": 60, **data})
+    return config_from_dict(raw)
+
+
+def test_cleaning_counts_and_summary(tmp_path):
+    noisy = PAIRS + [("", "Leer"), ("   ", "\t"), ("word " * 60, "Wort " * 60),
+                     ("a", "Dies ist ein Satz")]
+    data = prepare(files_config(tmp_path, noisy, max_tokens_per_sentence=40), verbose=False)
+    counts = data.summary["train"]["counts"]
+    assert counts == {"read": len(noisy), "empty": 2, "too_long": 1, "bad_ratio": 1, "kept": len(PAIRS)}
+    assert len(data.train) == len(PAIRS)
+    assert len(data.valid) == 4  # never filtered
+    assert data.summary["train"]["src_tokens"] == int(data.train.src_lengths.sum())
+    assert 0.0 <= data.summary["padding_fraction"] < 1.0
+
+
+def test_tokenizer_special_ids_and_round_trip(tmp_path):
+    data = prepare(files_config(tmp_path), verbose=False)
+    tok = Tokenizer(data.tokenizer_file)
+    assert (tok.sp.pad_id(), tok.sp.unk_id(), tok.sp.bos_id(), tok.sp.eos_id()) == (0, 1, 2, 3)
+    assert tok.decode(tok.encode(["Das Haus ist klein."])) == ["Das Haus ist klein."]
+    first = data.train.src(0)
+    assert list(first) == tok.encode([PAIRS[0][0]])[0]
+
+
+def test_cache_reused_and_rebuilt_only_when_inputs_change(tmp_path, capsys):
+    cfg = files_config(tmp_path)
+    first = prepare(cfg)
+    out = capsys.readouterr().out
+    assert "tokenizer: training" in out and "train: tokenizing" in out
+    again = prepare(cfg)
+    out = capsys.readouterr().out
+    assert "reusing" in out and "tokenizing" not in out and "training" not in out
+    assert again.tokenizer_file == first.tokenizer_file
+    assert np.array_equal(again.train.src_tokens, first.train.src_tokens)
+    assert isinstance(again.train.src_tokens, np.memmap)
+    # A different cleaning setting re-binarizes but keeps the tokenizer; a vocab change retrains it.
+    prepare(replace(cfg, data=replace(cfg.data, max_length_ratio=2.5)))
+    out = capsys.readouterr().out
+    assert "tokenizer: reusing" in out and "train: tokenizing" in out and "valid: reusing" in out
+    prepare(replace(cfg, data=replace(cfg.data, vocab_size=70)))
+    assert "tokenizer: training" in capsys.readouterr().out
+    # Editing a corpus file invalidates what was built from it.
+    (tmp_path / "corpus" / "train.de").write_text((tmp_path / "corpus" / "train.de").read_text() + "")
+    __import__("os").utime(tmp_path / "corpus" / "train.de", ns=(1, 1))
+    prepare(cfg)
+    assert "tokenizer: training" in capsys.readouterr().out
+
+
+def test_corpus_empty_after_cleaning(tmp_path):
+    cfg = files_config(tmp_path, [("", "x"), ("y", "")] * 3)
+    with pytest.raises(UserError, match="empty after cleaning: 6 pairs read, 6 empty"):
+        prepare(cfg, verbose=False)
+    assert not list((tmp_path / "data").glob("tok-*/train-*"))  # nothing half-written
+
+
+def test_batches_respect_budget_and_cover_everything():
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 60, 5000), rng.integers(1, 60, 5000)
+    batches = make_batches(src, tgt, max_tokens=1000, seed=1, epoch=0)
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == list(range(5000))
+    for idx in batches:
+        width = max(src[idx].max(), tgt[idx].max()) + 1
+        assert len(idx) * width <= 1000
+        assert len(idx) < 8 or len(idx) % 8 == 0
+    assert padding_fraction(batches, src, tgt) < 0.35
+
+
+def test_batches_deterministic_by_seed_and_epoch():
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 30, 2000), rng.integers(1, 30, 2000)
+    a = make_batches(src, tgt, max_tokens=500, seed=3, epoch=1)
+    b = make_batches(src, tgt, max_tokens=500, seed=3, epoch=1)
+    c = make_batches(src, tgt, max_tokens=500, seed=3, epoch=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and len(a) == len(b)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_sentence_longer_than_budget_is_refused():
+    with pytest.raises(ValueError, match="exceeds max_tokens"):
+        make_batches(np.array([100]), np.array([5]), max_tokens=50, seed=0, epoch=0)
+
+
+def test_shards_are_disjoint_and_equal_sized():
+    batches = [np.array([i]) for i in range(11)]
+    shards = [shard(batches, rank=r, world_size=3) for r in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    flat = [int(b[0]) for s in shards for b in s]
+    assert len(set(flat)) == 9
+
+
+def test_collate_adds_specials_and_pads():
+    batch = collate([np.array([5, 6, 7]), np.array([8])], [np.array([9]), np.array([10, 11])])
+    assert batch.src.tolist() == [[5, 6, 7, EOS_ID], [8, EOS_ID, PAD_ID, PAD_ID]]
+    assert batch.tgt_in.tolist() == [[BOS_ID, 9, PAD_ID], [BOS_ID, 10, 11]]
+    assert batch.tgt_out.tolist() == [[9, EOS_ID, PAD_ID], [10, 11, EOS_ID]]
+    assert batch.n_tgt_tokens == 5

@@ -1,0 +1,163 @@
+"""Checkpoints: atomic writes, verified reads, and weight averaging (`translate average`).
+
+A checkpoint is a `torch.save`d dict (loadable with `weights_only=True`):
+    format, model, optimizer, scaler, step, epoch, position, stats, config (the resolved config
+    as plain dicts), tokenizer (file name, relative to the checkpoint's directory), vocab_size,
+    digest (SHA-256 of every tensor, so a flipped byte is caught on load instead of decoded).
+Writes go to a temporary file in the same directory, are fsynced, then renamed over the target:
+a crash or a full disk never leaves a partial `checkpoint_last.pt`, and the previous one survives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+
+from translate.errors import UserError
+
+FORMAT = 1
+NUMBERED = re.compile(r"checkpoint_step(\d+)\.pt$")
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Write `state` to `path` atomically; a failed write leaves the old file and no temp file."""
+    state = {**state, "format": FORMAT}
+    state["digest"] = tensor_digest(state)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact. "
+                        "Free disk space or set train.out_dir to a writable place, then --resume") from None
+    except RuntimeError as e:  # torch.save reports a failed write (e.g. disk full) as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write checkpoint {path}: {e}; the previous checkpoint is intact. "
+                        "Free disk space or set train.out_dir to a writable place, then --resume") from None
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read and verify a checkpoint; a missing, truncated or corrupted file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise UserError(f"checkpoint {path} is truncated or corrupt and cannot be read ({_first_line(e)}); "
+                        "use another checkpoint of the run (checkpoint_step*.pt) or retrain") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise UserError(f"{path} is not a translate checkpoint (format {FORMAT})")
+    if tensor_digest(state) != state.get("digest"):
+        raise UserError(f"checkpoint {path} is corrupt: its contents do not match the digest written with it; "
+                        "use another checkpoint of the run (checkpoint_step*.pt) or retrain")
+    return state
+
+
+def tensor_digest(state: dict) -> str:
+    """SHA-256 over every tensor and scalar in `state` (except the digest), in a fixed order."""
+    h = hashlib.sha256()
+
+    def visit(prefix: str, value) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{prefix}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if prefix == "" and key == "digest":
+                    continue
+                visit(f"{prefix}.{key}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(f"{prefix}[{i}]", item)
+        else:
+            h.update(f"{prefix}={value!r}".encode())
+
+    visit("", state)
+    return h.hexdigest()
+
+
+def numbered_checkpoints(run_dir: Path) -> list[Path]:
+    """`checkpoint_step<N>.pt` files of `run_dir`, oldest (smallest N) first."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("checkpoint_step*.pt") if (m := NUMBERED.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_numbered(run_dir: Path, keep_last: int) -> None:
+    for path in numbered_checkpoints(run_dir)[:-keep_last or None] if keep_last else []:
+        path.unlink(missing_ok=True)
+
+
+def model_shape_mismatch(saved: dict, current: dict) -> str | None:
+    """The first `model.*` field that differs between two configs' model sections, described."""
+    for key in sorted(set(saved) | set(current)):
+        if key in ("dropout", "attention_dropout", "activation_dropout"):
+            continue  # regularisation may change on resume; shapes may not
+        if saved.get(key) != current.get(key):
+            return f"model.{key} is {current.get(key)!r} in the config but {saved.get(key)!r} in the checkpoint"
+    return None
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """The first checkpoint with its model weights replaced by the mean over all `paths`."""
+    if not paths:
+        raise UserError("nothing to average: no checkpoints given")
+    states = [load_checkpoint(p) for p in paths]
+    first = states[0]
+    for path, state in zip(paths[1:], states[1:]):
+        mismatch = model_shape_mismatch(first["config"]["model"], state["config"]["model"])
+        if mismatch or state["vocab_size"] != first["vocab_size"] or state["model"].keys() != first["model"].keys():
+            raise UserError(f"cannot average {path} with {paths[0]}: different models "
+                            f"({mismatch or 'vocabulary or parameters differ'})")
+    averaged = {}
+    for key, value in first["model"].items():
+        if value.is_floating_point():
+            total = sum(s["model"][key].double() for s in states)
+            averaged[key] = (total / len(states)).to(value.dtype)
+        else:
+            averaged[key] = value.clone()
+    result = {k: v for k, v in first.items() if k not in ("optimizer", "scaler", "digest")}
+    result.update(model=averaged, averaged_from=[str(p) for p in paths],
+                  step=max(s["step"] for s in states))
+    return result
+
+
+def run_average(args) -> int:
+    """`translate average`: write the mean of the given (or the last N numbered) checkpoints."""
+    if args.last:
+        count, run_dir = args.last
+        if not count.isdigit() or int(count) < 1:
+            raise UserError(f"--last N RUN_DIR: N must be a positive integer, not {count!r}")
+        paths = numbered_checkpoints(Path(run_dir))[-int(count):]
+        if len(paths) < int(count):
+            raise UserError(f"{run_dir} has {len(paths)} numbered checkpoints (checkpoint_step*.pt), not {count}; "
+                            "set train.save_every to keep some")
+    else:
+        paths = list(args.inputs)
+    state = average_checkpoints(paths)
+    output = Path(args.output)
+    if output.resolve() in {p.resolve() for p in paths}:
+        raise UserError(f"--output {output} is one of the inputs; choose another file name")
+    first_dir = paths[0].parent.resolve()
+    if output.parent.resolve() != first_dir:
+        # The tokenizer path is relative to the checkpoint; point it at the original.
+        state["tokenizer"] = os.path.relpath(first_dir / state["tokenizer"], output.parent.resolve())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(state, output)
+    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) into {output}")
+    return 0
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]

@@ -1,0 +1,243 @@
+"""Translation with a trained model, and sacreBLEU scoring: `translate eval` and `translate translate`.
+
+BLEU is always computed on detokenized output against the untouched reference lines (sacreBLEU's
+default 13a tokenization, cased), and reported with its signature.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from translate import corpus as corpora
+from translate.beam import beam_search, greedy_search
+from translate.checkpoint import load_checkpoint
+from translate.config import Config, Source, config_from_dict
+from translate.errors import UserError
+from translate.model import Transformer
+from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+
+
+@dataclass
+class DecodeOptions:
+    beam: int = 4
+    lenpen: float = 0.6
+    max_len_a: float = 1.0
+    max_len_b: int = 50
+    batch_tokens: int = 8000
+
+
+def load_for_inference(checkpoint: Path, device: torch.device) -> tuple[Transformer, Tokenizer, Config]:
+    """The model (eval mode, on `device`), its tokenizer and config, found from the checkpoint alone."""
+    state = load_checkpoint(checkpoint)
+    cfg = config_from_dict(state["config"], source=f"the config stored in {checkpoint}")
+    tokenizer_file = Path(checkpoint).parent / state["tokenizer"]
+    if not tokenizer_file.is_file():
+        raise UserError(f"tokenizer file {tokenizer_file} (named by checkpoint {checkpoint}) is missing; "
+                        "copy the run directory's spm.model next to the checkpoint")
+    tokenizer = Tokenizer(tokenizer_file)
+    if tokenizer.vocab_size != state["vocab_size"]:
+        raise UserError(f"tokenizer {tokenizer_file} has {tokenizer.vocab_size} pieces but checkpoint {checkpoint} "
+                        f"was trained with {state['vocab_size']}: they belong to different runs")
+    model = Transformer(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=PAD_ID)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), tokenizer, cfg
+
+
+def translate_sentences(model: Transformer, tokenizer: Tokenizer, sentences: list[str], *, options: DecodeOptions,
+                        device: torch.device, warn=None) -> list[str]:
+    """Detokenized translations of `sentences`, in input order (an empty line gives an empty line).
+
+    Sentences are sorted by length and decoded in batches of about `batch_tokens` source tokens.
+    """
+    max_source = model.max_positions - 1  # room for EOS
+    ids = tokenizer.encode([corpora.normalize(s) for s in sentences])
+    for i, seq in enumerate(ids):
+        if len(seq) > max_source:
+            if warn:
+                warn(f"line {i + 1}: {len(seq)} source tokens, truncated to the model's limit of {max_source}")
+            ids[i] = seq[:max_source]
+    outputs = [""] * len(sentences)
+    order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
+    for batch in _length_batches(order, ids, options.batch_tokens):
+        src = _pad([ids[i] + [EOS_ID] for i in batch]).to(device)
+        hypotheses = _search(model, src, options)
+        for i, nbest in zip(batch, hypotheses):
+            outputs[i] = tokenizer.decode([nbest[0].tokens])[0]
+    return outputs
+
+
+@torch.no_grad()
+def _search(model: Transformer, src: torch.Tensor, options: DecodeOptions):
+    common = dict(max_len_a=options.max_len_a, max_len_b=options.max_len_b, bos_id=BOS_ID, eos_id=EOS_ID,
+                  pad_id=PAD_ID)
+    if options.beam == 1:
+        return greedy_search(model, src, src == PAD_ID, **common)
+    return beam_search(model, src, src == PAD_ID, beam_size=options.beam, lenpen=options.lenpen, **common)
+
+
+def _length_batches(order: list[int], ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
+    batches, current, longest = [], [], 0
+    for i in order:
+        width = max(longest, len(ids[i]) + 1)
+        if current and width * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, width = [], len(ids[i]) + 1
+        current.append(i)
+        longest = width
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _pad(seqs: list[list[int]]) -> torch.Tensor:
+    out = np.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        out[row, :len(seq)] = seq
+    return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict:
+    """sacreBLEU BLEU and chrF with signatures, and the hypothesis/reference length ratio."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if not hypotheses or not any(h.strip() for h in hypotheses):
+        raise UserError("the hypotheses are empty: nothing to score (did decoding produce any output?)")
+    if len(hypotheses) != len(references):
+        raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must align line by line")
+    bleu, chrf = BLEU(), CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, [references])
+    chrf_score = chrf.corpus_score(hypotheses, [references])
+    return {"bleu": round(bleu_score.score, 2), "bleu_signature": str(bleu.get_signature()),
+            "chrf": round(chrf_score.score, 2), "chrf_signature": str(chrf.get_signature()),
+            "length_ratio": round(bleu_score.sys_len / max(bleu_score.ref_len, 1), 4),
+            "bleu_detail": str(bleu_score)}
+
+
+def dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, *, device: torch.device) -> float:
+    """BLEU of the first `eval.dev_bleu_sentences` dev pairs (the training loop's periodic check)."""
+    pairs = list(corpora.read_pairs(cfg.data.valid, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang))
+    pairs = pairs[:cfg.eval.dev_bleu_sentences]
+    options = DecodeOptions(beam=cfg.eval.dev_bleu_beam, lenpen=cfg.eval.lenpen, max_len_a=cfg.eval.max_len_a,
+                            max_len_b=cfg.eval.max_len_b, batch_tokens=cfg.eval.batch_tokens)
+    was_training = model.training
+    model.eval()
+    hypotheses = translate_sentences(model, tokenizer, [s for s, _ in pairs], options=options, device=device)
+    model.train(was_training)
+    if not any(h.strip() for h in hypotheses):
+        return 0.0
+    return score(hypotheses, [t for _, t in pairs])["bleu"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+def _options(args, cfg: Config) -> DecodeOptions:
+    options = DecodeOptions(beam=args.beam or cfg.eval.beam,
+                            lenpen=cfg.eval.lenpen if args.lenpen is None else args.lenpen,
+                            max_len_a=cfg.eval.max_len_a, max_len_b=cfg.eval.max_len_b,
+                            batch_tokens=args.batch_tokens or cfg.eval.batch_tokens)
+    if options.beam < 1 or options.lenpen < 0 or options.batch_tokens < 1:
+        raise UserError("--beam and --batch-tokens must be positive and --lenpen not negative")
+    return options
+
+
+def _test_pairs(args, cfg: Config) -> tuple[list[str], list[str], str]:
+    d = cfg.data
+    if args.src or args.ref:
+        if not (args.src and args.ref):
+            raise UserError("give both --src and --ref (or neither, to use the config's data.test)")
+        if args.src.suffix == ".sgm":
+            src, ref = corpora.read_sgm(args.src), corpora.read_sgm(args.ref)
+        else:
+            src = list(corpora.read_lines(corpora.find_file(args.src)))
+            ref = list(corpora.read_lines(corpora.find_file(args.ref)))
+        if len(src) != len(ref):
+            raise UserError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+        return src, ref, f"{args.src} / {args.ref}"
+    if d.test.source == Source.NONE:
+        raise UserError("the checkpoint's config has no test set (data.test); pass --src and --ref")
+    pairs = list(corpora.read_pairs(d.test, src_lang=d.src_lang, tgt_lang=d.tgt_lang))
+    return [s for s, _ in pairs], [t for _, t in pairs], corpora.describe(d.test, src_lang=d.src_lang, tgt_lang=d.tgt_lang)
+
+
+def run_eval(args) -> int:
+    device = _device(args.device)
+    model, tokenizer, cfg = load_for_inference(args.checkpoint, device)
+    options = _options(args, cfg)
+    sources, references, name = _test_pairs(args, cfg)
+    start = time.perf_counter()
+    hypotheses = translate_sentences(model, tokenizer, sources, options=options, device=device,
+                                     warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    result = {"checkpoint": str(args.checkpoint), "test_set": name, "sentences": len(sources),
+              "beam": options.beam, "lenpen": options.lenpen, "device": str(device),
+              "decode_seconds": round(seconds, 3), "sentences_per_second": round(len(sources) / seconds, 1),
+              **score(hypotheses, references)}
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    json_path = args.json or (args.output.with_suffix(".json") if args.output else None)
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"test set: {name} ({len(sources)} sentences), beam {options.beam}, lenpen {options.lenpen}")
+    print(f"BLEU {result['bleu']:.2f}  ({result['bleu_signature']})")
+    print(f"     {result['bleu_detail']}")
+    print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
+    print(f"length ratio {result['length_ratio']:.3f}; {result['sentences_per_second']:.1f} sentences/s "
+          f"({seconds:.1f} s on {device})")
+    return 0
+
+
+def run_translate(args) -> int:
+    device = _device(args.device)
+    model, tokenizer, cfg = load_for_inference(args.checkpoint, device)
+    options = _options(args, cfg)
+    if args.input:
+        lines = corpora.read_lines(corpora.find_file(args.input))
+    else:
+        lines = _stdin_lines()
+    warn = lambda m: print(f"warning: {m}", file=sys.stderr)  # noqa: E731
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= 256:
+            _write(translate_sentences(model, tokenizer, chunk, options=options, device=device, warn=warn))
+            chunk = []
+    if chunk:
+        _write(translate_sentences(model, tokenizer, chunk, options=options, device=device, warn=warn))
+    return 0
+
+
+def _stdin_lines():
+    for number, raw in enumerate(sys.stdin.buffer, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise UserError(f"standard input, line {number}: invalid UTF-8 at byte {e.start}") from None
+
+
+def _write(lines: list[str]) -> None:
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    sys.stdout.flush()

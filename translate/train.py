@@ -1,0 +1,534 @@
+"""`translate train`: the training loop, readable top to bottom.
+
+Setup (distributed, run directory, data, model, optimizer, resume), then per step:
+lr = lr_at(step) → forward under autocast → loss sums → backward → unscale → clip → finite check →
+optimizer step → zero_grad → log → periodic validation and checkpoints.
+
+Exact resume: the data order is a pure function of (seed, epoch), the position inside the epoch is
+saved, and dropout randomness is re-seeded from (seed, step, rank) at every step (as fairseq does),
+so a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from translate.batching import Batch, collate, make_batches, shard
+from translate.checkpoint import load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
+from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
+from translate.data import PreparedData, TokenizedCorpus, prepare
+from translate.errors import UserError
+from translate.loss import label_smoothed_cross_entropy
+from translate.model import Transformer
+from translate.schedule import lr_at
+from translate.tokenizer import PAD_ID, Tokenizer
+
+MIN_LOSS_SCALE = 2.0 ** -8  # an fp16 loss scale below this means the gradients overflow at any scale
+
+
+class TrainingStopped(UserError):
+    """Training cannot go on (divergence, collapsed loss scale); the last good state is saved."""
+
+
+@dataclass
+class TrainState:
+    """Everything besides the tensors that a checkpoint must carry to resume exactly."""
+
+    step: int = 0  # optimizer steps taken (skipped steps not counted)
+    epoch: int = 0
+    position: int = 0  # batches of this rank's share of `epoch` already consumed
+    skipped_steps: int = 0  # non-finite steps skipped, in total
+    consecutive_bad: int = 0
+    best: dict = field(default_factory=dict)  # {"nll": ..., "bleu": ..., "step": ...}
+    train_seconds: float = 0.0
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
+    # 1. Processes, devices and the run directory.
+    env = _setup_distributed(cfg)
+    run_dir = cfg.run_dir
+    if env.is_main:
+        _prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    _barrier(env)
+    precision = cfg.train.precision if env.device.type == "cuda" else Precision.FP32
+    log = _Logger(run_dir, enabled=env.is_main)
+    log.line(config_to_yaml(cfg).rstrip())
+    if env.is_main:
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+
+    # 2. Data: the main process prepares (or reuses) the cache, the others then read it.
+    data = prepare(cfg, verbose=env.is_main) if env.is_main else None
+    _barrier(env)
+    if not env.is_main:
+        data = prepare(cfg, verbose=False)
+    if env.is_main:
+        shutil.copyfile(data.tokenizer_file, run_dir / "spm.model")
+    tokenizer = Tokenizer(data.tokenizer_file)
+
+    # 3. Model, optimizer, loss scaler; then the saved state when resuming.
+    torch.manual_seed(cfg.train.seed)
+    model = Transformer(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=PAD_ID).to(env.device)
+    optimizer = _build_optimizer(model, cfg, env.device)
+    scaler = torch.amp.GradScaler(env.device.type, enabled=precision == Precision.FP16)
+    state = TrainState()
+    if resume:
+        state = _restore(run_dir / "checkpoint_last.pt", cfg, model, optimizer, scaler,
+                         vocab_size=tokenizer.vocab_size)
+        log.line(f"resumed from {run_dir / 'checkpoint_last.pt'} at step {state.step} "
+                 f"(epoch {state.epoch}, batch {state.position})")
+    log.line(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; device {env.device}, "
+             f"precision {precision.value}, world size {env.world_size}")
+    train_model = model
+    if env.world_size > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model, dynamic=True)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if precision == Precision.BF16 else torch.float16)
+                if precision != Precision.FP32 else nullcontext())
+
+    # 4. The loop.
+    stop = _StopSignals()
+    batches = _EpochBatches(data.train, cfg, env)
+    bar = tqdm(total=cfg.train.max_steps or None, initial=state.step, disable=not (env.is_main and sys.stdout.isatty()),
+               unit="step", dynamic_ncols=True)
+    interval = _Interval()
+    start_time = time.perf_counter() - state.train_seconds
+    exit_code = 0
+    try:
+        while True:
+            reason = _stop_reason(cfg, state, batches, start_time, stop, env)
+            if reason:
+                log.line(f"stopping at step {state.step}: {reason}")
+                exit_code = stop.exit_code
+                break
+            lr = lr_at(state.step, cfg.optim, d_model=cfg.model.d_model)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(_step_seed(cfg.train.seed, state.step, env.rank))
+
+            step_batches = [batches.next(state) for _ in range(cfg.train.update_freq)]
+            n_tokens = _global_token_count(step_batches, env)
+            sums = _forward_backward(train_model, step_batches, cfg, env, autocast, scaler, n_tokens)
+
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm or math.inf)
+            loss_ok = bool(torch.isfinite(sums[0]).all())
+            grads_ok = bool(torch.isfinite(grad_norm))
+            if loss_ok and grads_ok:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.consecutive_bad = 0
+                interval.add(sums, n_tokens, grad_norm)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                _handle_bad_step(state, cfg, log, lr=lr, grad_norm=grad_norm, loss_ok=loss_ok, scaler=scaler,
+                                 on_stop=lambda: _save(run_dir, "checkpoint_last.pt", model, optimizer, scaler,
+                                                       state, cfg, tokenizer, start_time, env))
+                continue
+            bar.update(1)
+
+            if state.step % cfg.train.log_every == 0:
+                record = interval.report(state, lr=lr, elapsed=time.perf_counter() - start_time, world_size=env.world_size)
+                log.metrics(record)
+                log.line(_format_record(record))
+                bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=record["ppl"], lr=f"{lr:.2e}")
+            if state.step % cfg.train.eval_every == 0:
+                _validate_and_save(model, data, tokenizer, cfg, env, state, log, optimizer, scaler, start_time, autocast)
+            elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
+                _save(run_dir, f"checkpoint_step{state.step}.pt", model, optimizer, scaler, state, cfg, tokenizer,
+                      start_time, env)
+                if env.is_main:
+                    prune_numbered(run_dir, cfg.train.keep_last)
+    finally:
+        bar.close()
+        stop.restore()
+
+    if stop.signal_name:  # asked to stop: save promptly, no validation
+        _save(run_dir, "checkpoint_last.pt", model, optimizer, scaler, state, cfg, tokenizer, start_time, env)
+    elif state.step % cfg.train.eval_every != 0 or state.step == 0:  # (else the loop just validated)
+        _validate_and_save(model, data, tokenizer, cfg, env, state, log, optimizer, scaler, start_time, autocast)
+    log.line(f"done: {state.step} steps, {state.skipped_steps} skipped, best {state.best}; "
+             f"checkpoints in {run_dir} (checkpoint_best.pt, checkpoint_last.pt)")
+    if env.world_size > 1:
+        dist.destroy_process_group()
+    return exit_code
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+
+
+def _forward_backward(train_model, step_batches: list[Batch], cfg: Config, env: Distributed, autocast, scaler,
+                      n_tokens: int) -> torch.Tensor:
+    """Accumulate gradients over the step's batches; returns (loss_sum, nll_sum, n_correct) on device.
+
+    Gradients are of the loss summed over the step's target tokens on all ranks, divided by that
+    token count: the world-size factor undoes DDP's averaging over ranks.
+    """
+    denominator = n_tokens / env.world_size
+    totals = torch.zeros(3, device=env.device)
+    for i, batch in enumerate(step_batches):
+        batch = batch.to(env.device)
+        last = i == len(step_batches) - 1
+        sync = nullcontext() if last or env.world_size == 1 else train_model.no_sync()
+        with sync:
+            with autocast:
+                logits = train_model(batch.src, batch.tgt_in, batch.src == PAD_ID)  # (B, T, V)
+            sums = label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=cfg.train.label_smoothing, pad_id=PAD_ID)
+            scaler.scale(sums.loss / denominator).backward()
+        totals += torch.stack([sums.loss.detach(), sums.nll.detach(), sums.n_correct.detach().float()])
+    return totals
+
+
+def _global_token_count(step_batches: list[Batch], env: Distributed) -> int:
+    n = sum(b.n_tgt_tokens for b in step_batches)
+    if env.world_size > 1:
+        t = torch.tensor([n], device=env.device, dtype=torch.float64)
+        dist.all_reduce(t)
+        n = int(t.item())
+    return n
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def _handle_bad_step(state: TrainState, cfg: Config, log, *, lr: float, grad_norm, loss_ok: bool, scaler,
+                     on_stop) -> None:
+    """Skip a step whose loss or gradients are not finite; stop after too many in a row."""
+    what = "gradients" if loss_ok else "loss"
+    if loss_ok and scaler.is_enabled():
+        # fp16: an overflow in the backward pass; the scaler halves the scale and we retry.
+        scaler.update()
+        log.line(f"step {state.step}: fp16 gradient overflow, loss scale now {scaler.get_scale():g}")
+        if scaler.get_scale() < MIN_LOSS_SCALE:
+            on_stop()
+            raise TrainingStopped(f"the fp16 loss scale collapsed below {MIN_LOSS_SCALE:g} at step {state.step}: "
+                                  "the gradients overflow at any scale. Use train.precision: bf16 (or fp32), "
+                                  "or lower optim.lr; resume from checkpoint_last.pt")
+        return
+    state.skipped_steps += 1
+    state.consecutive_bad += 1
+    log.line(f"step {state.step}: non-finite {what} (grad norm {float(grad_norm):.4g}, lr {lr:.3g}); "
+             f"step skipped ({state.consecutive_bad} in a row, {state.skipped_steps} in total)")
+    log.metrics({"kind": "skipped", "step": state.step, "what": what, "lr": lr, "grad_norm": float(grad_norm)})
+    if state.consecutive_bad >= cfg.train.max_bad_steps:
+        on_stop()
+        raise TrainingStopped(
+            f"training diverged: {state.consecutive_bad} consecutive steps with non-finite {what} at step "
+            f"{state.step} (lr {lr:.3g}). Likely causes: optim.lr too high or optim.warmup_steps too short, "
+            f"or fp16 overflow (try train.precision: bf16). The last good state is in checkpoint_last.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation, checkpoints, stopping
+
+
+@torch.no_grad()
+def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Distributed, autocast) -> dict:
+    """Teacher-forced dev loss, NLL, perplexity and token accuracy over all non-pad target tokens."""
+    was_training = model.training
+    model.eval()
+    batches = make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=cfg.train.max_tokens,
+                           seed=0, epoch=0, shuffle=False)
+    totals = torch.zeros(4, dtype=torch.float64, device=env.device)
+    for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
+        batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(env.device)
+        with autocast:
+            logits = model(batch.src, batch.tgt_in, batch.src == PAD_ID)
+        sums = label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=cfg.train.label_smoothing, pad_id=PAD_ID)
+        totals += torch.stack([sums.loss, sums.nll, sums.n_tokens, sums.n_correct]).double()
+    if env.world_size > 1 and len(batches) >= env.world_size:
+        dist.all_reduce(totals)
+    model.train(was_training)
+    loss, nll, n_tokens, n_correct = totals.tolist()
+    return {"loss": loss / n_tokens, "nll": nll / n_tokens, "ppl": format_perplexity(nll / n_tokens),
+            "accuracy": n_correct / n_tokens, "tokens": int(n_tokens)}
+
+
+def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: Distributed, state: TrainState, log,
+                       optimizer, scaler, start_time: float, autocast) -> None:
+    record = {"kind": "valid", "step": state.step}
+    if data.valid is not None:
+        record.update(validate(model, data.valid, cfg, env, autocast))
+        if cfg.eval.dev_bleu_sentences and env.is_main:
+            record["bleu"] = _dev_bleu(model, tokenizer, cfg, env)
+    _barrier(env)
+    log.metrics(record)
+    log.line("valid " + _format_record(record))
+    improved = _is_better(record, state.best, cfg.train.best_metric)
+    if improved:
+        state.best = {k: record[k] for k in ("nll", "bleu", "step") if k in record}
+    _save(cfg.run_dir, "checkpoint_last.pt", model, optimizer, scaler, state, cfg, tokenizer, start_time, env)
+    if improved and env.is_main:
+        shutil.copyfile(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / ".checkpoint_best.pt.tmp")
+        os.replace(cfg.run_dir / ".checkpoint_best.pt.tmp", cfg.run_dir / "checkpoint_best.pt")
+    if cfg.train.save_every and state.step % cfg.train.save_every == 0 and env.is_main:
+        shutil.copyfile(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / f"checkpoint_step{state.step}.pt")
+        prune_numbered(cfg.run_dir, cfg.train.keep_last)
+
+
+def _dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, env: Distributed) -> float:
+    from translate.evaluate import dev_bleu  # decoding lives with evaluation
+
+    return dev_bleu(model, tokenizer, cfg, device=env.device)
+
+
+def _is_better(record: dict, best: dict, metric: BestMetric) -> bool:
+    if metric == BestMetric.BLEU and "bleu" in record:
+        return "bleu" not in best or record["bleu"] > best["bleu"]
+    if "nll" not in record:
+        return True  # no validation set: the latest is the best we know
+    return "nll" not in best or record["nll"] < best["nll"]
+
+
+def _save(run_dir: Path, name: str, model, optimizer, scaler, state: TrainState, cfg: Config, tokenizer: Tokenizer,
+          start_time: float, env: Distributed) -> None:
+    if not env.is_main:
+        return
+    state.train_seconds = time.perf_counter() - start_time
+    save_checkpoint({
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": {k: v for k, v in vars(state).items()},
+        "step": state.step,
+        "config": config_to_dict(cfg),
+        "tokenizer": "spm.model",
+        "vocab_size": tokenizer.vocab_size,
+    }, run_dir / name)
+
+
+def _restore(path: Path, cfg: Config, model, optimizer, scaler, *, vocab_size: int) -> TrainState:
+    if not path.is_file():
+        raise UserError(f"--resume: no checkpoint to resume from ({path} does not exist); "
+                        "start without --resume (or with --overwrite)")
+    saved = load_checkpoint(path)
+    mismatch = model_shape_mismatch(saved["config"]["model"], config_to_dict(cfg)["model"])
+    if mismatch:
+        raise UserError(f"cannot resume from {path}: {mismatch}. Resume with the run's own config "
+                        f"({path.parent / 'config.yaml'}) or start a new run directory")
+    if saved["vocab_size"] != vocab_size:
+        raise UserError(f"cannot resume from {path}: its vocabulary has {saved['vocab_size']} pieces, the "
+                        f"prepared data's tokenizer {vocab_size}; the data settings changed since the run began")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    return TrainState(**saved["state"])
+
+
+def _stop_reason(cfg: Config, state: TrainState, batches: "_EpochBatches", start_time: float, stop: "_StopSignals",
+                 env: Distributed) -> str:
+    t = cfg.train
+    signalled = stop.signal_name is not None
+    out_of_time = bool(t.max_time) and time.perf_counter() - start_time >= t.max_time
+    if env.world_size > 1:  # every rank must stop at the same step, or DDP waits forever
+        flags = torch.tensor([float(signalled), float(out_of_time)], device=env.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        signalled, out_of_time = bool(flags[0]), bool(flags[1])
+    if signalled:
+        stop.signal_name = stop.signal_name or "a stop signal on another rank"
+        return f"received {stop.signal_name}; saving checkpoint_last.pt"
+    if t.max_steps and state.step >= t.max_steps:
+        return f"reached train.max_steps ({t.max_steps})"
+    if t.max_epochs and batches.epoch_of(state) >= t.max_epochs:
+        return f"reached train.max_epochs ({t.max_epochs})"
+    if out_of_time:
+        return f"reached train.max_time ({t.max_time:g} s)"
+    return ""
+
+
+class _EpochBatches:
+    """This rank's batches of each epoch, built on demand; advances `state.epoch/position`."""
+
+    def __init__(self, corpus: TokenizedCorpus, cfg: Config, env: Distributed):
+        self.corpus, self.cfg, self.env = corpus, cfg, env
+        self._epoch, self._batches = -1, []
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        if epoch != self._epoch:
+            all_batches = make_batches(self.corpus.src_lengths, self.corpus.tgt_lengths,
+                                       max_tokens=self.cfg.train.max_tokens, seed=self.cfg.train.seed, epoch=epoch)
+            self._batches = shard(all_batches, rank=self.env.rank, world_size=self.env.world_size)
+            if not self._batches:
+                raise UserError(f"the training corpus gives {len(all_batches)} batches, fewer than the "
+                                f"{self.env.world_size} processes; lower train.max_tokens")
+            self._epoch = epoch
+        return self._batches
+
+    def epoch_of(self, state: TrainState) -> int:
+        """The epoch the next batch comes from (a finished epoch counts as done)."""
+        return state.epoch + (state.position >= len(self.batches(state.epoch)))
+
+    def next(self, state: TrainState) -> Batch:
+        if state.position >= len(self.batches(state.epoch)):
+            state.epoch, state.position = state.epoch + 1, 0
+        idx = self.batches(state.epoch)[state.position]
+        state.position += 1
+        return collate([self.corpus.src(i) for i in idx], [self.corpus.tgt(i) for i in idx])
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self.exit_code = 0
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 130 if signum == signal.SIGINT else 0
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+
+
+def format_perplexity(nll: float) -> str | float:
+    """exp(nll), as a float when it fits, else in scientific notation computed in log space; never capped."""
+    if not math.isfinite(nll):
+        return str(math.exp(nll)) if nll == -math.inf else "inf" if nll > 0 else "nan"
+    if nll < 700:
+        return float(f"{math.exp(nll):.6g}")
+    exponent10 = nll / math.log(10)
+    whole = math.floor(exponent10)
+    return f"{10 ** (exponent10 - whole):.3f}e+{whole}"
+
+
+class _Interval:
+    """Sums of the training statistics since the last log line (kept on device: no per-step sync)."""
+
+    def __init__(self):
+        self.totals = None
+        self.tokens = 0
+        self.steps = 0
+        self.grad_norm = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, sums: torch.Tensor, n_tokens: int, grad_norm: torch.Tensor) -> None:
+        self.totals = sums.detach() if self.totals is None else self.totals + sums.detach()
+        self.tokens += n_tokens
+        self.steps += 1
+        self.grad_norm = grad_norm
+
+    def report(self, state: TrainState, *, lr: float, elapsed: float, world_size: int) -> dict:
+        loss, nll, n_correct = (self.totals.double() * world_size / max(self.tokens, 1)).tolist()
+        seconds = time.perf_counter() - self.start
+        record = {"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "nll": nll,
+                  "ppl": format_perplexity(nll), "accuracy": n_correct, "lr": lr,
+                  "grad_norm": float(self.grad_norm), "tgt_tokens_per_s": self.tokens / max(seconds, 1e-9),
+                  "skipped_steps": state.skipped_steps, "elapsed_s": elapsed}
+        self.__init__()
+        return record
+
+
+def _format_record(record: dict) -> str:
+    parts = []
+    for key, value in record.items():
+        if key == "kind":
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4g}" if key not in ("tgt_tokens_per_s", "elapsed_s") else f"{value:.0f}"
+        parts.append(f"{key} {value}")
+    return " | ".join(parts)
+
+
+class _Logger:
+    def __init__(self, run_dir: Path, *, enabled: bool):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+
+    def line(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
+
+    def metrics(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+def _setup_distributed(cfg: Config) -> Distributed:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device_name = cfg.train.device
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device is {cfg.train.device!r} but no CUDA GPU is available; use --set train.device=cpu")
+    if world_size == 1:
+        return Distributed(device=torch.device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name.startswith("cuda"):
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return Distributed(rank=rank, world_size=world_size, device=device)
+
+
+def _barrier(env: Distributed) -> None:
+    if env.world_size > 1:
+        dist.barrier()
+
+
+def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif not resume:
+            raise UserError(f"run directory {run_dir} already exists: pass --resume to continue it, "
+                            "--overwrite to delete it and start afresh, or --set train.out_dir=NEW_DIR")
+    elif resume:
+        raise UserError(f"--resume: run directory {run_dir} does not exist or is empty; start without --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay only on matrices of linear layers (not norms, biases or embeddings)."""
+    decay, no_decay = [], []
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and id(p) not in embedding_ids else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
+                             fused=device.type == "cuda")
