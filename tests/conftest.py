@@ -42,7 +42,7 @@ def tiny_config(tmp_path: Path, **sections) -> dict:
                  "test": {"source": "synthetic", "size": 40, "seed": 3},
                  "vocab_size": 300, "max_tokens_per_sentence": 48, "data_dir": str(tmp_path / "data")},
         "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1, "n_decoder_layers": 1,
-                  "dropout": 0.1, "max_positions": 64},
+                  "dropout": 0.1, "max_positions": 128},
         "optim": {"lr": 3e-3, "warmup_steps": 10},
         "train": {"device": "cpu", "precision": "fp32", "max_tokens": 512, "max_steps": 20, "log_every": 5,
                   "eval_every": 10, "out_dir": str(tmp_path / "run")},

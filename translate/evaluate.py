@@ -56,7 +56,7 @@ def translate_sentences(model: Transformer, tokenizer: Tokenizer, sentences: lis
 
     Sentences are sorted by length and decoded in batches of about `batch_tokens` source tokens.
     """
-    max_source = model.max_positions - 1  # room for EOS
+    max_source = model.cfg.max_positions - 1  # room for EOS
     ids = tokenizer.encode([corpora.normalize(s) for s in sentences])
     for i, seq in enumerate(ids):
         if len(seq) > max_source:

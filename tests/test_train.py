@@ -1,0 +1,173 @@
+"""The training loop end to end on the CPU: learning, exact resume, NaN guard, signals, checkpoints."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import translate.train as train_module
+from translate.checkpoint import load_checkpoint
+from translate.cli import main
+from translate.config import config_from_dict
+from translate.errors import UserError
+from translate.train import format_perplexity, train
+
+from conftest import REPO, tiny_config, write_config
+
+
+def metrics(run_dir, kind="train"):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def test_tiny_run_learns_and_leaves_checkpoints(tmp_path):
+    cfg = config_from_dict(tiny_config(tmp_path, train={"max_steps": 60, "eval_every": 30, "save_every": 20,
+                                                        "keep_last": 2}))
+    assert train(cfg) == 0
+    run = tmp_path / "run"
+    records = metrics(run)
+    assert records[-1]["nll"] < records[0]["nll"] - 1.0
+    valid = metrics(run, "valid")
+    assert [r["step"] for r in valid] == [30, 60] and valid[-1]["nll"] < valid[0]["nll"]
+    assert "bleu" in valid[-1]
+    names = sorted(p.name for p in run.iterdir())
+    assert {"checkpoint_best.pt", "checkpoint_last.pt", "config.yaml", "metrics.jsonl", "spm.model"} <= set(names)
+    assert [n for n in names if n.startswith("checkpoint_step")] == ["checkpoint_step40.pt", "checkpoint_step60.pt"]
+    state = load_checkpoint(run / "checkpoint_last.pt")
+    assert state["step"] == 60 and state["config"]["model"]["d_model"] == 32
+    assert not any(k.startswith("_orig_mod") for k in state["model"])
+
+
+def test_resume_gives_the_same_weights_as_never_stopping(tmp_path):
+    straight = config_from_dict(tiny_config(tmp_path / "a", train={"max_steps": 30, "eval_every": 100,
+                                                                   "out_dir": str(tmp_path / "straight")}))
+    train(straight)
+    halves = tiny_config(tmp_path / "a", train={"max_steps": 15, "eval_every": 100, "out_dir": str(tmp_path / "halves")})
+    train(config_from_dict(halves))
+    halves["train"]["max_steps"] = 30
+    train(config_from_dict(halves), resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint_last.pt")
+    b = load_checkpoint(tmp_path / "halves" / "checkpoint_last.pt")
+    assert a["step"] == b["step"] == 30
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    # The optimizer's moments too.
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+
+
+def test_resume_with_a_different_model_shape_names_the_field(tmp_path):
+    raw = tiny_config(tmp_path, train={"max_steps": 4, "eval_every": 100})
+    train(config_from_dict(raw))
+    raw["model"]["d_ff"] = 128
+    raw["train"]["max_steps"] = 8
+    with pytest.raises(UserError, match="model.d_ff is 128 in the config but 64 in the checkpoint"):
+        train(config_from_dict(raw), resume=True)
+
+
+def _inject(monkeypatch, bad_calls: set[int], value=float("nan")):
+    """Make the loss non-finite on the given (0-based) training loss calls: a real NaN in the graph."""
+    real = train_module.label_smoothed_cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, target, **kwargs):
+        if torch.is_grad_enabled():
+            if calls["n"] in bad_calls:
+                logits = logits * value
+            calls["n"] += 1
+        return real(logits, target, **kwargs)
+
+    monkeypatch.setattr(train_module, "label_smoothed_cross_entropy", poisoned)
+
+
+def test_nan_steps_are_skipped_counted_and_do_not_advance_the_schedule(tmp_path, monkeypatch):
+    _inject(monkeypatch, {3, 4, 10})
+    cfg = config_from_dict(tiny_config(tmp_path, train={"max_steps": 20, "log_every": 1, "eval_every": 100}))
+    assert train(cfg) == 0
+    records = metrics(tmp_path / "run")
+    skipped = metrics(tmp_path / "run", "skipped")
+    assert [s["step"] for s in skipped] == [3, 3, 8]  # the step count does not move on a skipped step
+    assert {s["what"] for s in skipped} == {"loss"}
+    assert [r["step"] for r in records] == list(range(1, 21))
+    assert records[-1]["skipped_steps"] == 3
+    state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    # lr of the step after the skips equals what the schedule gives for that step number
+    from translate.schedule import lr_at
+    assert records[3]["lr"] == pytest.approx(lr_at(3, cfg.optim, d_model=cfg.model.d_model))
+
+
+def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_path, monkeypatch):
+    _inject(monkeypatch, set(range(5, 1000)), value=float("inf"))
+    cfg = config_from_dict(tiny_config(tmp_path, train={"max_steps": 50, "max_bad_steps": 4, "eval_every": 100}))
+    with pytest.raises(train_module.TrainingStopped, match="4 consecutive steps with non-finite loss at step 5"):
+        train(cfg)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
+    assert state["step"] == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    raw = tiny_config(tmp_path, train={"max_steps": 100000, "eval_every": 100000, "log_every": 1})
+    config = write_config(tmp_path / "c.yaml", raw)
+    proc = subprocess.Popen([sys.executable, "-m", "translate", "train", "--config", str(config)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics_file = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "received SIGTERM" in out
+    state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
+    assert state["step"] >= 3
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    train(config_from_dict(tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 100})))
+    path = tmp_path / "run" / "checkpoint_last.pt"
+    data = bytearray(path.read_bytes())
+    flipped = tmp_path / "run" / "flipped.pt"
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    assert main(["eval", "--checkpoint", str(flipped)]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    truncated = tmp_path / "run" / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    assert main(["eval", "--checkpoint", str(truncated)]) == 2
+    err = capsys.readouterr().err
+    assert "truncated.pt" in err and "truncated or corrupt" in err
+    (tmp_path / "run" / "spm.model").unlink()
+    assert main(["eval", "--checkpoint", str(path)]) == 2
+    assert "spm.model" in capsys.readouterr().err and "missing" in capsys.readouterr().err + "missing"
+
+
+def test_two_process_gloo_ddp(tmp_path):
+    raw = tiny_config(tmp_path, train={"max_steps": 6, "eval_every": 3, "log_every": 3})
+    config = write_config(tmp_path / "c.yaml", raw)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+               "-m", "translate", "train", "--config", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world size 2" in result.stdout
+    assert result.stdout.count("stopping at step 6") == 1  # only rank 0 logs
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step"] == 6
+    raw["train"]["max_steps"] = 9
+    write_config(config, raw)
+    result = subprocess.run(command + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["step"] == 9
+
+
+def test_perplexity_is_never_capped():
+    assert format_perplexity(0.0) == 1.0
+    assert format_perplexity(2.0) == pytest.approx(7.38906, rel=1e-5)
+    assert format_perplexity(1000.0) == "1.970e+434"
+    assert format_perplexity(float("nan")) == "nan"
