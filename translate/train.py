@@ -451,6 +451,8 @@ class _Interval:
                   "ppl": format_perplexity(nll), "accuracy": n_correct, "lr": lr,
                   "grad_norm": float(self.grad_norm), "tgt_tokens_per_s": self.tokens / max(seconds, 1e-9),
                   "skipped_steps": state.skipped_steps, "elapsed_s": elapsed}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            record["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         self.__init__()
         return record
 

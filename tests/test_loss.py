@@ -1,0 +1,94 @@
+"""Tests for translate.loss: agreement with PyTorch, padding exclusion, dtypes, gradients."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from translate.loss import label_smoothed_cross_entropy
+
+PAD = 0
+
+
+def random_data(seed=0, B=4, T=7, V=11):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g) * 3
+    target = torch.randint(1, V, (B, T), generator=g)
+    target[0, 5:] = PAD
+    target[2, 2:] = PAD
+    target[3, 0] = PAD
+    return logits, target
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.2, 0.5])
+def test_equals_pytorch_cross_entropy(epsilon):
+    logits, target = random_data()
+    sums = label_smoothed_cross_entropy(logits, target, epsilon=epsilon, pad_id=PAD)
+    expected = F.cross_entropy(logits.view(-1, 11), target.view(-1), label_smoothing=epsilon,
+                               ignore_index=PAD, reduction="sum")
+    torch.testing.assert_close(sums.loss, expected)
+    nll = F.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=PAD, reduction="sum")
+    torch.testing.assert_close(sums.nll, nll)
+    assert sums.n_tokens.item() == (target != PAD).sum().item() == 28 - 2 - 5 - 1
+    assert sums.loss.shape == sums.nll.shape == sums.n_tokens.shape == sums.n_correct.shape == ()
+
+
+def test_epsilon_zero_is_nll_and_smoothing_formula():
+    logits, target = random_data(seed=1)
+    sums = label_smoothed_cross_entropy(logits, target, epsilon=0.0, pad_id=PAD)
+    assert sums.loss.item() == sums.nll.item()
+    # A hand-checkable case: uniform logits over V = 4 give −log p_v = log 4 for every class.
+    one = label_smoothed_cross_entropy(torch.zeros(1, 4), torch.tensor([2]), epsilon=0.1, pad_id=PAD)
+    assert one.loss.item() == pytest.approx(math.log(4))
+    assert one.nll.item() == pytest.approx(math.log(4))
+    # logits (0, 0, log 3, 0): p = (1/6, 1/6, 1/2, 1/6), target 2.
+    two = label_smoothed_cross_entropy(torch.tensor([[0.0, 0.0, math.log(3), 0.0]]), torch.tensor([2]),
+                                       epsilon=0.2, pad_id=PAD)
+    smooth = (3 * math.log(6) + math.log(2)) / 4
+    assert two.loss.item() == pytest.approx(0.8 * math.log(2) + 0.2 * smooth)
+
+
+@pytest.mark.parametrize("garbage", [float("nan"), float("inf"), float("-inf"), 1e30])
+def test_logits_at_pad_positions_change_nothing(garbage):
+    logits, target = random_data(seed=2)
+    clean = label_smoothed_cross_entropy(logits, target, epsilon=0.1, pad_id=PAD)
+    dirty_logits = logits.clone()
+    dirty_logits[target == PAD] = garbage
+    dirty = label_smoothed_cross_entropy(dirty_logits, target, epsilon=0.1, pad_id=PAD)
+    for name in ("loss", "nll", "n_tokens", "n_correct"):
+        assert torch.equal(getattr(dirty, name), getattr(clean, name)), name
+
+
+def test_n_correct_counts_only_non_pad():
+    target = torch.tensor([[5, 6, PAD, PAD], [7, PAD, PAD, PAD]])
+    logits = torch.zeros(2, 4, 9)
+    logits[0, 0, 5] = logits[0, 1, 1] = logits[1, 0, 7] = 5.0  # right, wrong, right
+    logits[0, 2:, PAD] = logits[1, 1:, PAD] = 9.0  # argmax == PAD == target at pad positions: not counted
+    sums = label_smoothed_cross_entropy(logits, target, epsilon=0.1, pad_id=PAD)
+    assert sums.n_correct.item() == 2
+    assert sums.n_tokens.item() == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_logits_give_float32_sums(dtype):
+    logits, target = random_data(seed=3)
+    low = logits.to(dtype)
+    sums = label_smoothed_cross_entropy(low, target, epsilon=0.1, pad_id=PAD)
+    assert sums.loss.dtype == sums.nll.dtype == torch.float32
+    expected = label_smoothed_cross_entropy(low.float(), target, epsilon=0.1, pad_id=PAD)
+    torch.testing.assert_close(sums.loss, expected.loss)
+
+
+def test_gradient_of_padded_rows_is_zero():
+    logits, target = random_data(seed=4)
+    logits[target == PAD] = float("nan")
+    logits.requires_grad_(True)
+    sums = label_smoothed_cross_entropy(logits, target, epsilon=0.1, pad_id=PAD)
+    sums.loss.backward()
+    grad = logits.grad
+    assert torch.all(grad[target == PAD] == 0)
+    assert torch.isfinite(grad).all()
+    assert torch.all(grad[target != PAD].abs().sum(-1) > 0)
+    # Each real row's gradient is softmax − smoothed target, which sums to zero over the vocabulary.
+    torch.testing.assert_close(grad[target != PAD].sum(-1), torch.zeros(20), atol=1e-6, rtol=0)

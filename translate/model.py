@@ -1,0 +1,308 @@
+"""The Transformer encoder-decoder of Vaswani et al. (2017), "Attention Is All You Need".
+
+    memory = encode(src, src_pad_mask)                        # (B, S, D)
+    logits = project(decode_hidden(tgt, memory, src_pad_mask))  # (B, T, V)
+
+Training calls `forward` (teacher forcing on the whole target at once, causal self-attention);
+decoding calls `decode` one token at a time with a `DecoderCache` (see `new_cache`), which gives the
+same logits as the uncached call (tests/test_model.py proves it).
+
+Layers are post-norm, LayerNorm(x + Dropout(Sublayer(x))), as in the paper, or pre-norm,
+x + Dropout(Sublayer(LayerNorm(x))), with a final LayerNorm on the encoder and decoder outputs
+(`cfg.norm_first`). Attention is `F.scaled_dot_product_attention` (fused kernels on the GPU).
+
+Parameter initialisation (fairseq's, which reproduces the paper's results):
+  - linear weights: xavier_uniform, U(±sqrt(6 / (fan_in + fan_out))); the fused Q/K/V and K/V
+    projections block by block, as if each D×D block were a separate matrix; biases zero;
+  - embeddings: normal(0, d_model^-0.5) with the pad row zeroed. They are multiplied by
+    sqrt(d_model) on lookup, so the input to the first layer has unit scale; when the output
+    projection is tied to them, logits = h · E^T start with unit scale too. An untied output
+    projection gets the same normal(0, d_model^-0.5);
+  - LayerNorm: weight 1, bias 0 (PyTorch's default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from translate.config import ModelConfig
+
+
+def sinusoidal_positions(n_positions: int, d_model: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i / d_model)),  PE(pos, 2i+1) = cos(pos / 10000^(2i / d_model))."""
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (ceil(D/2),)
+    angles = position * inv_freq  # (P, ceil(D/2))
+    table = torch.zeros(n_positions, d_model, dtype=torch.float64)
+    table[:, 0::2] = angles.sin()
+    table[:, 1::2] = angles[:, : d_model // 2].cos()
+    return table.float()  # (P, D)
+
+
+def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    B, T, D = x.shape
+    return x.view(B, T, n_heads, D // n_heads).transpose(1, 2)  # (B, H, T, dh)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    B, H, T, dh = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * dh)  # (B, T, D)
+
+
+def _attention(q, k, v, *, mask=None, is_causal=False, dropout=0.0) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(dh) + mask) V over heads: q (B, H, T, dh), k and v (B, H, S, dh) -> (B, T, D).
+
+    cuDNN's attention kernel is left out: it builds a new plan (about 0.1 s on an H100) for every
+    new shape, and length-bucketed batches and step-by-step decoding make nearly every shape new.
+    """
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
+    return _merge_heads(y)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, softmax(Q K^T / sqrt(dh)) V, with one fused Q/K/V projection."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.attention_dropout = cfg.attention_dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x, *, key_mask=None, is_causal=False, past=None):
+        """x (B, T, D); key_mask (B, 1, 1, T) True = attend; past = (k_buffer, v_buffer, start).
+
+        With `past`, x holds the tokens at positions start..start+T-1: their keys and values are
+        written into the (B, H, max_len, dh) buffers and the queries attend to the first start+T.
+        """
+        q, k, v = (_split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))  # (B, H, T, dh)
+        if past is not None:
+            k_buffer, v_buffer, start = past
+            T = x.shape[1]
+            k_buffer[:, :, start : start + T] = k
+            v_buffer[:, :, start : start + T] = v
+            k, v = k_buffer[:, :, : start + T], v_buffer[:, :, : start + T]  # (B, H, start+T, dh)
+            # A single new token may see every cached key; several need the causal mask shifted by start.
+            key_mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            is_causal = False
+        dropout = self.attention_dropout if self.training else 0.0
+        return self.out(_attention(q, k, v, mask=key_mask, is_causal=is_causal, dropout=dropout))  # (B, T, D)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the decoder (queries) to the encoder memory (fused keys/values)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.attention_dropout = cfg.attention_dropout
+        self.q = nn.Linear(cfg.d_model, cfg.d_model)
+        self.kv = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the memory (B, S, D), each (B, H, S, dh): computed once per sentence when decoding."""
+        k, v = self.kv(memory).chunk(2, dim=-1)
+        return _split_heads(k, self.n_heads), _split_heads(v, self.n_heads)
+
+    def forward(self, x, *, memory_kv, key_mask):
+        """x (B, T, D); memory_kv from `memory_kv`; key_mask (B, 1, 1, S) True = attend."""
+        q = _split_heads(self.q(x), self.n_heads)  # (B, H, T, dh)
+        k, v = memory_kv
+        dropout = self.attention_dropout if self.training else 0.0
+        return self.out(_attention(q, k, v, mask=key_mask, dropout=dropout))  # (B, T, D)
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = W2 · Dropout(ReLU(W1 x + b1)) + b2."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.w2 = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.activation_dropout)
+
+    def forward(self, x):
+        return self.w2(self.dropout(F.relu(self.w1(x))))
+
+
+class Residual(nn.Module):
+    """Post-norm LayerNorm(x + Dropout(Sublayer(x))) (the paper) or pre-norm x + Dropout(Sublayer(LayerNorm(x)))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm_first = cfg.norm_first
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, sublayer):
+        if self.norm_first:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = SelfAttention(cfg)
+        self.ff = FeedForward(cfg)
+        self.attn_block = Residual(cfg)
+        self.ff_block = Residual(cfg)
+
+    def forward(self, x, *, key_mask):
+        x = self.attn_block(x, lambda h: self.self_attn(h, key_mask=key_mask))
+        return self.ff_block(x, self.ff)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = SelfAttention(cfg)
+        self.cross_attn = CrossAttention(cfg)
+        self.ff = FeedForward(cfg)
+        self.self_attn_block = Residual(cfg)
+        self.cross_attn_block = Residual(cfg)
+        self.ff_block = Residual(cfg)
+
+    def forward(self, x, *, memory_kv, memory_mask, past=None):
+        # Training: target padding sits at the end, so the causal mask alone is right for real tokens.
+        x = self.self_attn_block(x, lambda h: self.self_attn(h, is_causal=past is None, past=past))
+        x = self.cross_attn_block(x, lambda h: self.cross_attn(h, memory_kv=memory_kv, key_mask=memory_mask))
+        return self.ff_block(x, self.ff)
+
+
+@dataclass
+class DecoderCache:
+    """Incremental decoding state: the keys/values of every target token decoded so far.
+
+    Self-attention buffers are preallocated to `max_len` positions; only the first `length` are
+    valid. Cross-attention keys/values are computed once from the memory. Rows are sentences
+    (or beams); `reorder` keeps the rows named by `index`, in that order.
+    """
+
+    self_k: torch.Tensor  # (L, B, H, max_len, dh)
+    self_v: torch.Tensor  # (L, B, H, max_len, dh)
+    cross_k: torch.Tensor  # (L, B, H, S, dh)
+    cross_v: torch.Tensor  # (L, B, H, S, dh)
+    length: int = 0  # target positions decoded so far
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (N,), N ≤ B, e.g. the source beam of each surviving hypothesis."""
+        n = self.length
+
+        def select(buffer):  # copy only the valid prefix of the preallocated buffer
+            out = buffer.new_empty(buffer.shape[0], index.numel(), *buffer.shape[2:])
+            out[:, :, :, :n] = buffer[:, index, :, :n]
+            return out
+
+        self.self_k, self.self_v = select(self.self_k), select(self.self_v)
+        self.cross_k, self.cross_v = self.cross_k.index_select(1, index), self.cross_v.index_select(1, index)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer; see the module docstring for the equations and initialisation."""
+
+    def __init__(self, cfg: ModelConfig, *, vocab_size: int, pad_id: int):
+        super().__init__()
+        self.cfg = cfg
+        self.pad_id = pad_id
+        D = cfg.d_model
+        self.src_embed = nn.Embedding(vocab_size, D, padding_idx=pad_id)
+        self.tgt_embed = nn.Embedding(vocab_size, D, padding_idx=pad_id)
+        self.output_proj = nn.Linear(D, vocab_size, bias=False)
+        if cfg.share_embeddings:  # one joint-vocabulary matrix for all three (nanoGPT's weight tying)
+            self.tgt_embed.weight = self.src_embed.weight
+            self.output_proj.weight = self.src_embed.weight
+        # Not persistent: a pure function of the config, so checkpoints need not carry it.
+        self.register_buffer("positions", sinusoidal_positions(cfg.max_positions, D), persistent=False)
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
+        # Pre-norm leaves the residual stream unnormalised: normalise it once at the end.
+        self.encoder_norm = nn.LayerNorm(D) if cfg.norm_first else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(D) if cfg.norm_first else nn.Identity()
+        self._init_parameters()
+
+    def _init_parameters(self) -> None:
+        D = self.cfg.d_model
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                fused = name.endswith(("qkv", ".kv"))
+                for block in module.weight.data.split(D) if fused else [module.weight.data]:
+                    nn.init.xavier_uniform_(block)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        # After the linear loop: when tied, output_proj.weight is the embedding and must end up normal.
+        for weight in (self.src_embed.weight, self.tgt_embed.weight, self.output_proj.weight):
+            nn.init.normal_(weight, mean=0.0, std=D**-0.5)
+            weight.data[self.pad_id].zero_()
+
+    def count_parameters(self) -> int:
+        """Number of distinct trainable numbers (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, embedding: nn.Embedding, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        T = tokens.shape[1]
+        if start + T > self.positions.shape[0]:
+            raise ValueError(f"a sequence of {start + T} tokens is longer than model.max_positions "
+                             f"({self.positions.shape[0]})")
+        x = embedding(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start : start + T]  # (B, T, D)
+        return self.embed_dropout(x)
+
+    def encode(self, src: torch.Tensor, src_pad_mask: torch.Tensor) -> torch.Tensor:
+        """src (B, S) token ids, src_pad_mask (B, S) True at padding -> memory (B, S, D)."""
+        key_mask = ~src_pad_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
+        x = self._embed(self.src_embed, src)
+        for layer in self.encoder_layers:
+            x = layer(x, key_mask=key_mask)
+        return self.encoder_norm(x)
+
+    def decode_hidden(self, tgt, memory, src_pad_mask, cache: DecoderCache | None = None) -> torch.Tensor:
+        """tgt (B, T) -> final decoder states (B, T, D).
+
+        Without a cache, tgt is the whole target prefix starting at position 0 (causal attention).
+        With one, tgt holds only the new tokens, at positions cache.length..; the cache grows by T.
+        """
+        start = 0 if cache is None else cache.length
+        memory_mask = ~src_pad_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
+        x = self._embed(self.tgt_embed, tgt, start)
+        for i, layer in enumerate(self.decoder_layers):
+            if cache is None:
+                x = layer(x, memory_kv=layer.cross_attn.memory_kv(memory), memory_mask=memory_mask)
+            else:
+                x = layer(x, memory_kv=(cache.cross_k[i], cache.cross_v[i]), memory_mask=memory_mask,
+                          past=(cache.self_k[i], cache.self_v[i], start))
+        if cache is not None:
+            cache.length += tgt.shape[1]
+        return self.decoder_norm(x)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, D) -> logits (B, T, V); tied to the embedding when shared."""
+        return self.output_proj(hidden)
+
+    def decode(self, tgt, memory, src_pad_mask, cache: DecoderCache | None = None) -> torch.Tensor:
+        """tgt (B, T) -> logits (B, T, V); see `decode_hidden`."""
+        return self.project(self.decode_hidden(tgt, memory, src_pad_mask, cache))
+
+    def forward(self, src, tgt_in, src_pad_mask) -> torch.Tensor:
+        """Teacher forcing: src (B, S), tgt_in (B, T) = BOS + target[:-1] -> logits (B, T, V)."""
+        memory = self.encode(src, src_pad_mask)
+        return self.decode(tgt_in, memory, src_pad_mask)
+
+    def new_cache(self, batch_size: int, max_len: int, memory: torch.Tensor, src_pad_mask: torch.Tensor
+                  ) -> DecoderCache:
+        """An empty cache for `batch_size` rows of up to `max_len` target positions (BOS included)."""
+        assert memory.shape[:2] == src_pad_mask.shape and memory.shape[0] == batch_size
+        kv = [layer.cross_attn.memory_kv(memory) for layer in self.decoder_layers]
+        cross_k = torch.stack([k for k, _ in kv])  # (L, B, H, S, dh)
+        cross_v = torch.stack([v for _, v in kv])  # (L, B, H, S, dh)
+        L, _, H, _, dh = cross_k.shape
+        self_k = cross_k.new_zeros(L, batch_size, H, max_len, dh)  # (L, B, H, max_len, dh)
+        return DecoderCache(self_k=self_k, self_v=torch.zeros_like(self_k), cross_k=cross_k, cross_v=cross_v)
