@@ -131,3 +131,9 @@ def test_exit_code_and_no_traceback_in_a_real_process(tmp_path):
     assert "Traceback" not in result.stderr
     assert "model.d_model (10) must be divisible by model.n_heads (3)" in result.stderr
     assert "data.train.source must name a corpus" in result.stderr
+
+
+def test_data_error_during_train_leaves_no_run_directory(tmp_path, capsys):
+    config = files_config(tmp_path, str(tmp_path / "missing"))
+    assert_user_error(capsys, ["train", "--config", config], "corpus file not found", tmp_path)
+    assert not (tmp_path / "run").exists()

@@ -45,10 +45,14 @@ def length_penalty(length, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def max_lengths(src_pad_mask: torch.Tensor, *, max_len_a: float, max_len_b: float) -> torch.Tensor:
-    """Per-sentence output limit int(a · src_len + b) (B,), src_len counting non-pad tokens."""
+def max_lengths(src_pad_mask: torch.Tensor, *, max_len_a: float, max_len_b: float,
+                max_output_len: int | None = None) -> torch.Tensor:
+    """Per-sentence output limit int(a · src_len + b) (B,), src_len counting non-pad tokens,
+    capped at `max_output_len` (the model's position table: BOS + max_len tokens must fit)."""
     src_lens = (~src_pad_mask).sum(dim=1).tolist()
     limits = [int(max_len_a * n + max_len_b) for n in src_lens]  # Python floats: exact int() as documented
+    if max_output_len is not None:
+        limits = [min(limit, max_output_len) for limit in limits]
     return torch.tensor(limits, dtype=torch.long, device=src_pad_mask.device)
 
 
@@ -65,7 +69,7 @@ def _next_logprobs(model, last, memory, src_pad_mask, cache, *, at_limit, bos_id
 
 @torch.no_grad()
 def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_len_b, bos_id, eos_id, pad_id,
-                nbest=1) -> list[list[Hypothesis]]:
+                nbest=1, max_output_len: int | None = None) -> list[list[Hypothesis]]:
     """Beam search for each sentence of src (B, S); returns up to `nbest` hypotheses each, best first.
 
     lenpen is the α ≥ 0 of `length_penalty`.
@@ -73,7 +77,8 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest ({nbest}) must be between 1 and beam_size ({beam_size})")
     B, K, device = src.shape[0], beam_size, src.device
-    max_len = max_lengths(src_pad_mask, max_len_a=max_len_a, max_len_b=max_len_b)  # (B,)
+    max_len = max_lengths(src_pad_mask, max_len_a=max_len_a, max_len_b=max_len_b,
+                          max_output_len=max_output_len)  # (B,)
     n_steps = int(max_len.max()) + 1  # tokens generated, EOS included
     memory = model.encode(src, src_pad_mask).repeat_interleave(K, dim=0)  # (B·K, S, D) row b·K + k
     mask = src_pad_mask.repeat_interleave(K, dim=0)  # (B·K, S)
@@ -152,10 +157,12 @@ def _collect(seqs, lengths, score, logprob, *, nbest):
 
 
 @torch.no_grad()
-def greedy_search(model, src, src_pad_mask, *, max_len_a, max_len_b, bos_id, eos_id, pad_id) -> list[list[Hypothesis]]:
+def greedy_search(model, src, src_pad_mask, *, max_len_a, max_len_b, bos_id, eos_id, pad_id,
+                  max_output_len: int | None = None) -> list[list[Hypothesis]]:
     """Pick the most probable token at each step; the same result as beam_search(beam_size=1, lenpen=0)."""
     B, device = src.shape[0], src.device
-    max_len = max_lengths(src_pad_mask, max_len_a=max_len_a, max_len_b=max_len_b)  # (B,)
+    max_len = max_lengths(src_pad_mask, max_len_a=max_len_a, max_len_b=max_len_b,
+                          max_output_len=max_output_len)  # (B,)
     n_steps = int(max_len.max()) + 1
     memory = model.encode(src, src_pad_mask)  # (B, S, D)
     mask = src_pad_mask

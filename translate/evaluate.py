@@ -76,7 +76,7 @@ def translate_sentences(model: Transformer, tokenizer: Tokenizer, sentences: lis
 @torch.no_grad()
 def _search(model: Transformer, src: torch.Tensor, options: DecodeOptions):
     common = dict(max_len_a=options.max_len_a, max_len_b=options.max_len_b, bos_id=BOS_ID, eos_id=EOS_ID,
-                  pad_id=PAD_ID)
+                  pad_id=PAD_ID, max_output_len=model.cfg.max_positions - 1)
     if options.beam == 1:
         return greedy_search(model, src, src == PAD_ID, **common)
     return beam_search(model, src, src == PAD_ID, beam_size=options.beam, lenpen=options.lenpen, **common)

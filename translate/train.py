@@ -69,25 +69,27 @@ class Distributed:
 
 
 def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
-    # 1. Processes, devices and the run directory.
+    # 1. Processes and devices; the run directory is checked now but created only once the data is
+    #    ready, so a data error leaves nothing behind.
     env = _setup_distributed(cfg)
     run_dir = cfg.run_dir
     if env.is_main:
-        _prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-    _barrier(env)
+        _check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     precision = cfg.train.precision if env.device.type == "cuda" else Precision.FP32
     log = _Logger(run_dir, enabled=env.is_main)
     log.line(config_to_yaml(cfg).rstrip())
-    if env.is_main:
-        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
 
     # 2. Data: the main process prepares (or reuses) the cache, the others then read it.
     data = prepare(cfg, verbose=env.is_main) if env.is_main else None
+    if env.is_main:
+        if overwrite and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        shutil.copyfile(data.tokenizer_file, run_dir / "spm.model")
     _barrier(env)
     if not env.is_main:
         data = prepare(cfg, verbose=False)
-    if env.is_main:
-        shutil.copyfile(data.tokenizer_file, run_dir / "spm.model")
     tokenizer = Tokenizer(data.tokenizer_file)
 
     # 3. Model, optimizer, loss scaler; then the saved state when resuming.
@@ -513,16 +515,14 @@ def _barrier(env: Distributed) -> None:
         dist.barrier()
 
 
-def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if overwrite:
-            shutil.rmtree(run_dir)
-        elif not resume:
-            raise UserError(f"run directory {run_dir} already exists: pass --resume to continue it, "
-                            "--overwrite to delete it and start afresh, or --set train.out_dir=NEW_DIR")
-    elif resume:
+def _check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an existing run (or to resume a missing one) before anything is written."""
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and not (resume or overwrite):
+        raise UserError(f"run directory {run_dir} already exists: pass --resume to continue it, "
+                        "--overwrite to delete it and start afresh, or --set train.out_dir=NEW_DIR")
+    if resume and not exists:
         raise UserError(f"--resume: run directory {run_dir} does not exist or is empty; start without --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:

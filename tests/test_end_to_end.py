@@ -1,0 +1,81 @@
+"""End to end through the CLI: train the demo model briefly, then eval, translate and average it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from translate.checkpoint import load_checkpoint
+from translate.cli import main
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """configs/demo.yaml cut to 600 steps (about a minute on 2 cores); returns the run directory."""
+    tmp = tmp_path_factory.mktemp("demo")
+    overrides = ["train.max_steps=600", "train.eval_every=300", "train.save_every=300", "eval.dev_bleu_sentences=50",
+                 "data.test.size=200", f"train.out_dir={tmp / 'run'}", f"data.data_dir={tmp / 'data'}"]
+    argv = ["train", "--config", str(REPO / "configs" / "demo.yaml")]
+    for override in overrides:
+        argv += ["--set", override]
+    assert main(argv) == 0
+    return tmp / "run"
+
+
+def test_demo_learns_to_translate(demo_run, capsys):
+    capsys.readouterr()
+    output = demo_run / "hyp.txt"
+    assert main(["eval", "--checkpoint", str(demo_run / "checkpoint_best.pt"), "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "BLEU" in printed and "nrefs:1|case:mixed|eff:no|tok:13a" in printed
+    result = json.loads(output.with_suffix(".json").read_text())
+    assert result["bleu"] > 50, result
+    assert result["sentences"] == 200 and len(output.read_text().splitlines()) == 200
+    valid = [json.loads(line) for line in (demo_run / "metrics.jsonl").read_text().splitlines()
+             if '"valid"' in line]
+    assert valid[-1]["ppl"] < 2.5  # low dev perplexity
+
+
+def test_eval_scores_references_against_themselves(demo_run, tmp_path, capsys):
+    src = tmp_path / "src.txt"
+    ref = tmp_path / "ref.txt"
+    src.write_text("The dog sees the cat.\nThe small child sleeps.\n")
+    ref.write_text("Der Hund sieht die Katze.\nDas kleine Kind schläft.\n")
+    assert main(["eval", "--checkpoint", str(demo_run / "checkpoint_best.pt"), "--src", str(src), "--ref", str(ref),
+                 "--beam", "1", "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["sentences"] == 2
+    from translate.evaluate import score
+
+    assert score(["Der Hund sieht die Katze."], ["Der Hund sieht die Katze."])["bleu"] == 100.0
+    with pytest.raises(Exception, match="hypotheses are empty"):
+        score(["", ""], ["a", "b"])
+
+
+def test_translate_pipes_stdin_to_stdout_in_order(demo_run):
+    lines = "The dog sees the cat.\n\nThe small child sleeps.\n"
+    result = subprocess.run([sys.executable, "-m", "translate", "translate", "--checkpoint",
+                             str(demo_run / "checkpoint_best.pt")], input=lines, capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert len(out) == 3 and out[1] == ""  # an empty line stays an empty line
+    assert out[0] == "Der Hund sieht die Katze."
+    assert out[2] == "Das kleine Kind schläft."
+
+
+def test_average_checkpoints(demo_run, capsys):
+    output = demo_run / "averaged.pt"
+    assert main(["average", "--last", "2", str(demo_run), "--output", str(output)]) == 0
+    averaged = load_checkpoint(output)
+    a = load_checkpoint(demo_run / "checkpoint_step300.pt")
+    b = load_checkpoint(demo_run / "checkpoint_step600.pt")
+    key = "encoder_layers.0.ff.linear1.weight" if "encoder_layers.0.ff.linear1.weight" in a["model"] else next(
+        k for k in a["model"] if a["model"][k].is_floating_point() and a["model"][k].ndim == 2)
+    assert ((a["model"][key] + b["model"][key]) / 2 - averaged["model"][key]).abs().max() < 1e-6
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(output), "--beam", "1"]) == 0
+    assert main(["average", "--last", "9", str(demo_run), "--output", str(demo_run / "x.pt")]) == 2
+    assert "not 9" in capsys.readouterr().err
