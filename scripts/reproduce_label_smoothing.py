@@ -273,8 +273,8 @@ def newstest_table(runs: list[Run]) -> str:
                    fmt(math.exp(nll) if nll is not None else None, 1), fmt(bleu, 2),
                    fmt(ev["bleu"], 2), fmt(ev["chrf"], 2), fmt(ev["length_ratio"], 3)]
             if has_calib:
-                row += [fmt(calib["ece"], 4), fmt(calib["accuracy"], 3),
-                        fmt(calib["mean_confidence"], 3), fmt(calib["mean_entropy"], 3)]
+                keys = (("ece", 4), ("accuracy", 3), ("mean_confidence", 3), ("mean_entropy", 3))
+                row += [fmt(calib[k], d) if calib else DASH for k, d in keys]
             rows.append(row + [fmt(ev["sentences_per_second"], 1)])
     return markdown_table(head, rows)
 
@@ -384,8 +384,8 @@ def reading(m30k: list[Run], newstest: dict[str, list[Run]], budget_s: str) -> l
             f"{describe_change('Dev ECE', ece, digits=4)}: mean confidence "
             f"{base['mean confidence'].mean:.3f} → {s['mean confidence'].mean:.3f} against accuracy "
             f"{base['dev accuracy'].mean:.3f} → {s['dev accuracy'].mean:.3f}. Against Vaswani et al. "
-            f"(dev PPL {VASWANI[0.0][0]} → {VASWANI[eps][0]}, "
-            f"BLEU {VASWANI[0.0][1]} → {VASWANI[eps][1]}): "
+            f"(newstest2013 dev PPL {VASWANI[0.0][0]} → {VASWANI[eps][0]}, "
+            f"dev BLEU {VASWANI[0.0][1]} → {VASWANI[eps][1]}): "
             f"{paper_agreement(ppl, bleu)}.")
 
     # 2. Were the models still improving when the time budget ended?
@@ -439,6 +439,21 @@ def median_tokens_per_s(train: list[dict]) -> float:
     return statistics.median(r["tgt_tokens_per_s"] for r in train[len(train) // 10:])
 
 
+def speed_note(newstest: dict[str, list[Run]]) -> str:
+    """Whether the averaged checkpoints, with their longer outputs, decoded slower than the best."""
+    pairs = [(r.evals["avg"], r.evals["best"]) for runs in newstest.values() for r in runs]
+    longer_slower = all(a["length_ratio"] > b["length_ratio"] and a["sentences_per_second"] <
+                        b["sentences_per_second"] for a, b in pairs)
+    text = ("In every arm the averaged checkpoint wrote longer outputs and decoded slower than the best one."
+            if longer_slower else "Output length and decoding speed do not move together in every arm.")
+    best = {v: [r.evals["best"] for r in runs] for v, runs in newstest.items()}
+    if "v1" in best and "v2" in best and max(e["sentences_per_second"] for e in best["v2"]) < min(
+            e["sentences_per_second"] for e in best["v1"]):
+        text += (" The v2 best checkpoints decoded slower than v1's despite shorter outputs; what else ran "
+                 "on the GPU during those evaluations is not recorded.")
+    return text
+
+
 def throughput(results: Path, m30k: list[Run], newstest: dict[str, list[Run]]) -> list[str]:
     smoke = [rec for line in (results / "smoke" / "smoke.log").read_text().splitlines()
              if (rec := parse_log_line(line))]
@@ -474,7 +489,7 @@ def throughput(results: Path, m30k: list[Run], newstest: dict[str, list[Run]]) -
         "",
         markdown_table(decode_head, decode),
         "",
-        f"Longer outputs decode slower: the smoke model's outputs are {smoke_eval['length_ratio']:.2f}× the "
+        f"{speed_note(newstest)} The smoke model's outputs are {smoke_eval['length_ratio']:.2f}× the "
         "reference length. "
         f"Multi30k test2016 decoding measured {min(m30k_decode):.0f}–{max(m30k_decode):.0f} sentences/s "
         f"with all {2 * len(m30k)} evaluation and calibration processes launched at once by "
@@ -560,17 +575,19 @@ def render(results: Path, m30k: list[Run], newstest: dict[str, list[Run]], figur
         "",
         "Config `configs/trainmix_base.yaml` with `--set model.norm_first=true --set optim.lr=7e-4` "
         "(dropout 0.3), dev newstest2013 (greedy dev BLEU on its first "
-        f"{v1[0].config('eval.dev_bleu_sentences')} sentences), test newstest2014 ({test_sentences['v1']} lines). Both arms share seed "
-        f"{v1[0].seed} and trained side by side.",
+        f"{v1[0].config('eval.dev_bleu_sentences')} sentences), test newstest2014 "
+        f"({test_sentences['v1']} lines). Both arms share seed {v1[0].seed} and trained side by side. "
+        "Dev NLL: the calibration file where there is one (v2), else the validation record of that step.",
         "",
         f"### v1: {' / '.join(str(r.steps) for r in v1)} steps ({seconds['v1']} s each, "
         f"{len(v1)} runs on the GPU)",
         "",
-        "Produced by an earlier `scripts/gpu_ls_trainmix.sh` "
-        f"(train.save_every {v1[0].config('train.save_every')}, "
-        f"`average --last {len(averaged_steps(v1[0]))}`): "
-        f"`OUT=results/trainmix_v1 MODE=train bash scripts/gpu_ls_trainmix.sh {seconds['v1']}`, "
-        "then `MODE=eval`. No calibration was measured. " + average_caveat(v1),
+        "Produced by the first version of `scripts/gpu_ls_trainmix.sh` (never committed in that form; train, then eval, "
+        f"in one call; train.save_every {v1[0].config('train.save_every')}, "
+        f"`average --last {len(averaged_steps(v1[0]))}`), run as "
+        f"`OUT=results/trainmix_v1 bash scripts/gpu_ls_trainmix.sh 3000 {seconds['v1']}` (max 3000 steps, "
+        f"{seconds['v1']} s). The current script's `MODE=train` then `MODE=eval` does the same with "
+        "save_every 500 and calibration. No calibration was measured. " + average_caveat(v1),
         "",
         newstest_table(v1),
         "",
