@@ -14,6 +14,7 @@ import hashlib
 import os
 import pickle
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -43,6 +44,18 @@ def save_checkpoint(state: dict, path: Path) -> None:
     except RuntimeError as e:  # torch.save reports a failed write (e.g. disk full) as RuntimeError
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {path}: {e}; the previous checkpoint is intact. "
+                        "Free disk space or set train.out_dir to a writable place, then --resume") from None
+
+
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy a checkpoint atomically (as `save_checkpoint` writes): `dst` is the old or the new file."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write checkpoint {dst}: {e.strerror or e}; checkpoint_last.pt is intact. "
                         "Free disk space or set train.out_dir to a writable place, then --resume") from None
 
 

@@ -131,6 +131,10 @@ class TrainConfig:
     save_every: int = 0  # steps between numbered checkpoints (0 = only last/best)
     keep_last: int = 5  # numbered checkpoints kept
     max_bad_steps: int = 10  # consecutive non-finite steps before training stops
+    # Divergence (finite garbage): stop when the training NLL of divergence_patience log intervals in
+    # a row exceeds its best so far by divergence_nats, or after warmup ln(vocab size) + divergence_nats.
+    divergence_nats: float = 2.0  # 0 = off
+    divergence_patience: int = 3
     best_metric: BestMetric = BestMetric.NLL
 
 
@@ -323,19 +327,19 @@ def _convert(hint, value, dotted: str, errors: list[str]):
         valid = [m.value for m in hint]
         if isinstance(value, str) and value in valid:
             return hint(value)
-        errors.append(f"{dotted} ({value!r}) must be one of {valid}")
+        errors.append(f"{dotted} ({_show(value)}) must be one of {valid}")
         return _INVALID
     if hint is bool:
         if isinstance(value, bool):
             return value
-        errors.append(f"{dotted} ({value!r}) must be true or false")
+        errors.append(f"{dotted} ({_show(value)}) must be true or false")
         return _INVALID
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        errors.append(f"{dotted} ({value!r}) must be an integer")
+        errors.append(f"{dotted} ({_show(value)}) must be an integer")
         return _INVALID
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -345,14 +349,14 @@ def _convert(hint, value, dotted: str, errors: list[str]):
                 return float(value)
             except ValueError:
                 pass
-        errors.append(f"{dotted} ({value!r}) must be a number")
+        errors.append(f"{dotted} ({_show(value)}) must be a number")
         return _INVALID
     if hint is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        errors.append(f"{dotted} ({value!r}) must be a string")
+        errors.append(f"{dotted} ({_show(value)}) must be a string")
         return _INVALID
     origin = typing.get_origin(hint)
     if origin is tuple:
@@ -360,7 +364,7 @@ def _convert(hint, value, dotted: str, errors: list[str]):
         if isinstance(value, (list, tuple)) and len(value) == len(args):
             items = [_convert(a, v, f"{dotted}[{i}]", errors) for i, (a, v) in enumerate(zip(args, value))]
             return _INVALID if any(i is _INVALID for i in items) else tuple(items)
-        errors.append(f"{dotted} ({value!r}) must be a list of {len(args)} values")
+        errors.append(f"{dotted} ({_show(value)}) must be a list of {len(args)} values")
         return _INVALID
     if origin in (typing.Union, types.UnionType):  # pragma: no cover - no optional fields today
         raise TypeError(f"unsupported config type {hint}")
@@ -370,7 +374,16 @@ def _convert(hint, value, dotted: str, errors: list[str]):
 def _describe(value) -> str:
     if value is None:
         return "nothing (null)"
-    return f"a {type(value).__name__} ({value!r})"
+    return f"a {type(value).__name__} ({_show(value)})"
+
+
+def _show(value) -> str:
+    """A bounded repr for messages: a YAML alias bomb ('billion laughs') must not hang the error."""
+    import reprlib
+
+    shorter = reprlib.Repr()
+    shorter.maxlevel, shorter.maxlist, shorter.maxdict, shorter.maxstring, shorter.maxother = 3, 6, 6, 80, 80
+    return shorter.repr(value)
 
 
 def _close_match(key: str, fields) -> str:
@@ -445,6 +458,8 @@ def validate(cfg: Config) -> list[str]:
     check(t.log_every >= 1, f"train.log_every ({t.log_every}) must be at least 1")
     check(t.eval_every >= 1, f"train.eval_every ({t.eval_every}) must be at least 1")
     check(t.max_bad_steps >= 1, f"train.max_bad_steps ({t.max_bad_steps}) must be at least 1")
+    check(t.divergence_nats >= 0, f"train.divergence_nats ({t.divergence_nats}) must not be negative (0 disables it)")
+    check(t.divergence_patience >= 1, f"train.divergence_patience ({t.divergence_patience}) must be at least 1")
 
     check(e.beam >= 1, f"eval.beam ({e.beam}) must be at least 1")
     check(e.lenpen >= 0, f"eval.lenpen ({e.lenpen}) must not be negative")

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from translate.batching import Batch, collate, make_batches, shard
-from translate.checkpoint import load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
+from translate.checkpoint import copy_checkpoint, load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare
 from translate.errors import UserError
@@ -54,6 +54,8 @@ class TrainState:
     skipped_steps: int = 0  # non-finite steps skipped, in total
     consecutive_bad: int = 0
     best: dict = field(default_factory=dict)  # {"nll": ..., "bleu": ..., "step": ...}
+    best_train_nll: float = math.inf  # lowest training NLL of a log interval (divergence check)
+    rising_intervals: int = 0  # log intervals in a row whose NLL counted as diverging
     train_seconds: float = 0.0
 
 
@@ -162,6 +164,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                 log.metrics(record)
                 log.line(_format_record(record))
                 bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=record["ppl"], lr=f"{lr:.2e}")
+                _check_divergence(state, record["nll"], cfg, vocab_size=tokenizer.vocab_size, lr=lr)
             if state.step % cfg.train.eval_every == 0:
                 _validate_and_save(model, data, tokenizer, cfg, env, state, log, optimizer, scaler, start_time, autocast)
             elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
@@ -250,6 +253,32 @@ def _handle_bad_step(state: TrainState, cfg: Config, log, *, lr: float, grad_nor
             f"or fp16 overflow (try train.precision: bf16). The last good state is in checkpoint_last.pt")
 
 
+def _check_divergence(state: TrainState, nll: float, cfg: Config, *, vocab_size: int, lr: float) -> None:
+    """Stop on a sustained rise of the training NLL: finite garbage that the finite check cannot see.
+
+    A log interval counts as diverging when its NLL exceeds the best interval so far by
+    train.divergence_nats or, after warmup, exceeds ln(vocab_size) + divergence_nats (worse than
+    guessing uniformly). After train.divergence_patience such intervals in a row training stops
+    without saving, so checkpoint_last.pt keeps the last state written before the rise was noticed.
+    """
+    margin = cfg.train.divergence_nats
+    if not margin:
+        return
+    ceiling = state.best_train_nll + margin
+    if state.step > cfg.optim.warmup_steps:
+        ceiling = min(ceiling, math.log(vocab_size) + margin)
+    state.best_train_nll = min(state.best_train_nll, nll)
+    state.rising_intervals = state.rising_intervals + 1 if nll > ceiling else 0
+    if state.rising_intervals >= cfg.train.divergence_patience:
+        raise TrainingStopped(
+            f"training diverged: the training NLL is {nll:.3g} at step {state.step}, more than "
+            f"train.divergence_nats ({margin:g}) above its best ({state.best_train_nll:.3g}) or above "
+            f"ln(vocab size) + {margin:g} for {state.rising_intervals} log intervals in a row (lr {lr:.3g}). "
+            f"Likely causes: optim.lr ({cfg.optim.lr:g}) too high, optim.warmup_steps ({cfg.optim.warmup_steps}) "
+            "too short, or fp16 precision overflow (try train.precision: bf16 or fp32). checkpoint_last.pt "
+            "keeps the last state saved before the rise; lower optim.lr and --resume")
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation, checkpoints, stopping
 
@@ -291,10 +320,9 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
         state.best = {k: record[k] for k in ("nll", "bleu", "step") if k in record}
     _save(cfg.run_dir, "checkpoint_last.pt", model, optimizer, scaler, state, cfg, tokenizer, start_time, env)
     if improved and env.is_main:
-        shutil.copyfile(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / ".checkpoint_best.pt.tmp")
-        os.replace(cfg.run_dir / ".checkpoint_best.pt.tmp", cfg.run_dir / "checkpoint_best.pt")
+        copy_checkpoint(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / "checkpoint_best.pt")
     if cfg.train.save_every and state.step % cfg.train.save_every == 0 and env.is_main:
-        shutil.copyfile(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / f"checkpoint_step{state.step}.pt")
+        copy_checkpoint(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / f"checkpoint_step{state.step}.pt")
         prune_numbered(cfg.run_dir, cfg.train.keep_last)
 
 
@@ -447,7 +475,12 @@ class _Interval:
         self.grad_norm = grad_norm
 
     def report(self, state: TrainState, *, lr: float, elapsed: float, world_size: int) -> dict:
-        loss, nll, n_correct = (self.totals.double() * world_size / max(self.tokens, 1)).tolist()
+        """Averages over all ranks' tokens (`self.tokens` already counts every rank): every rank
+        gets the same numbers, so decisions taken on them (divergence) agree across ranks."""
+        totals = self.totals.double()
+        if world_size > 1:
+            dist.all_reduce(totals)
+        loss, nll, n_correct = (totals / max(self.tokens, 1)).tolist()
         seconds = time.perf_counter() - self.start
         record = {"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "nll": nll,
                   "ppl": format_perplexity(nll), "accuracy": n_correct, "lr": lr,

@@ -1,0 +1,682 @@
+"""The fault battery: functions that break a tiny CPU training run on purpose and check the damage.
+
+Shared by tests/test_faults.py (few trials, in CI) and scripts/fault_battery.py (`--full`: more).
+Each function takes a fresh working directory, a trial count and a seed, and returns a `Result`:
+`survived` counts trials that ended as promised (a clean finish, or one clear message and exit 2),
+`data_lost` counts trials that lost or silently corrupted work (an unreadable or changed checkpoint,
+final weights that differ from an uninterrupted run, a wrong output). Faults are injected from
+outside (signals, resource limits, patched functions, hostile files), never by a production flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import io
+import json
+import lzma
+import math
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from unittest import mock
+
+import torch
+import yaml
+
+import translate.train as train_module
+from translate.checkpoint import load_checkpoint
+from translate.cli import main
+from translate.config import config_from_dict, load_config
+from translate.errors import UserError
+from translate.schedule import lr_at
+
+from conftest import PAIRS, REPO, tiny_config, write_config, write_corpus, write_lines
+
+CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class Result:
+    fault: str
+    trials: int = 0
+    survived: int = 0
+    data_lost: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def record(self, ok: bool, lost: bool = False, why: str = "") -> None:
+        self.trials += 1
+        self.survived += ok
+        self.data_lost += lost
+        if (not ok or lost) and why:
+            self.failures.append(why)
+
+    @property
+    def ok(self) -> bool:
+        return self.trials > 0 and self.survived == self.trials and self.data_lost == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def tiny(workdir: Path, **train) -> dict:
+    """The tests' tiny config, without dev BLEU (decoding is not what these faults are about)."""
+    raw = tiny_config(workdir, eval={"dev_bleu_sentences": 0})
+    raw["train"].update(train)
+    return raw
+
+
+def cli(*argv) -> tuple[int, str, str]:
+    """`translate ARGV` in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_clear_message(code: int, err: str, *fragments: str) -> bool:
+    """The error contract: exit code 2, a `translate X: error:` message, no traceback, names the file."""
+    return code == 2 and "error:" in err and "Traceback" not in err and all(f in err for f in fragments)
+
+
+def train_command(config: Path, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "translate", "train", "--config", str(config), *flags]
+
+
+def weights(path: Path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def train_metrics(run_dir: Path, kind: str = "train") -> list[dict]:
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def leftover_temp_files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.glob(".*.tmp"))
+
+
+@contextlib.contextmanager
+def gradient_fault(bad_calls: dict[int, float]):
+    """Multiply one parameter's gradient by `value` on the given (0-based) backward passes."""
+    real = train_module.Transformer
+    calls = {"n": 0}
+
+    def build(*args, **kwargs):
+        model = real(*args, **kwargs)
+
+        def hook(grad):
+            value = bad_calls.get(calls["n"])
+            calls["n"] += 1
+            return grad * value if value is not None else grad
+
+        next(model.parameters()).register_hook(hook)
+        return model
+
+    with mock.patch.object(train_module, "Transformer", build):
+        yield
+
+
+@contextlib.contextmanager
+def loss_fault(bad_calls: dict[int, float]):
+    """Multiply the logits by `value` on the given (0-based) training loss calls (a real NaN / Inf /
+    garbage in the graph, not a flag)."""
+    real = train_module.label_smoothed_cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, target, **kwargs):
+        if torch.is_grad_enabled():
+            value = bad_calls.get(calls["n"])
+            calls["n"] += 1
+            if value is not None:
+                logits = logits * value
+        return real(logits, target, **kwargs)
+
+    with mock.patch.object(train_module, "label_smoothed_cross_entropy", poisoned):
+        yield
+
+
+def run_quietly(fn, *args, **kwargs):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            return fn(*args, **kwargs), out.getvalue()
+        except UserError as e:
+            return e, out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Kills and signals
+
+
+def kill9(workdir: Path, *, kills: int, seed: int) -> Result:
+    """SIGKILL `translate train` at seeded moments (startup, mid-step, during checkpoint writes),
+    then restart as a user would until done; the final weights must equal an uninterrupted run's."""
+    result = Result("kill -9 + resume")
+    rng = random.Random(seed)
+    common = dict(max_steps=12, eval_every=1, save_every=1, keep_last=2, log_every=1)
+    reference_config = write_config(workdir / "reference.yaml", tiny(workdir, out_dir=str(workdir / "reference"), **common))
+    start = time.perf_counter()
+    subprocess.run(train_command(reference_config), cwd=REPO, env=CHILD_ENV, check=True, capture_output=True)
+    straight_seconds = time.perf_counter() - start
+    run_dir = workdir / "killed"
+    config = write_config(workdir / "killed.yaml", tiny(workdir, out_dir=str(run_dir), **common))
+    for _ in range(kills):
+        flags = (("--resume",) if (run_dir / "checkpoint_last.pt").exists()
+                 else ("--overwrite",) if run_dir.exists() and any(run_dir.iterdir()) else ())
+        proc = subprocess.Popen(train_command(config, *flags), cwd=REPO, env=CHILD_ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if rng.random() < 0.5:  # anywhere, startup included
+            time.sleep(rng.uniform(0.2, straight_seconds))
+        else:  # just after a checkpoint write began (eval_every=1: one per step)
+            target = rng.randint(1, 3) + _checkpoint_step(run_dir)
+            while proc.poll() is None and _checkpoint_step(run_dir) < target:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.05))
+        finished = proc.poll() is not None
+        proc.kill()
+        _, err = proc.communicate()
+        if finished and proc.returncode != 0:
+            result.record(False, why=f"restart {flags} failed to start: {err[-500:]}")
+            continue
+        readable = True
+        if (run_dir / "checkpoint_last.pt").exists():
+            try:
+                load_checkpoint(run_dir / "checkpoint_last.pt")
+            except UserError as e:
+                readable = False
+                result.failures.append(f"partial checkpoint after a kill: {e}")
+        result.record(readable, lost=not readable)
+    flags = ("--resume",) if (run_dir / "checkpoint_last.pt").exists() else ("--overwrite",)
+    done = subprocess.run(train_command(config, *flags), cwd=REPO, env=CHILD_ENV, capture_output=True, text=True)
+    if done.returncode != 0:
+        result.data_lost += 1
+        result.failures.append(f"final restart failed: {done.stderr[-500:]}")
+    elif not same_weights(weights(run_dir / "checkpoint_last.pt"), weights(workdir / "reference" / "checkpoint_last.pt")):
+        result.data_lost += 1
+        result.failures.append("final weights differ from the uninterrupted run")
+    return result
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return 0
+    return sum(1 for line in metrics.read_text().splitlines() if '"valid"' in line)
+
+
+def stop_signals(workdir: Path, *, trials: int, seed: int) -> Result:
+    """SIGTERM → checkpoint and exit 0; SIGINT → checkpoint and exit 130; within seconds."""
+    result = Result("SIGTERM / SIGINT")
+    rng = random.Random(seed)
+    for trial in range(trials):
+        sig = (signal.SIGTERM, signal.SIGINT)[trial % 2]
+        run_dir = workdir / f"run{trial}"
+        config = write_config(workdir / f"c{trial}.yaml", tiny(workdir, out_dir=str(run_dir), max_steps=100000,
+                                                                  eval_every=100000, log_every=1))
+        proc = subprocess.Popen(train_command(config), cwd=REPO, env=CHILD_ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        metrics = run_dir / "metrics.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 2):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        sent = time.perf_counter()
+        proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            result.record(False, why=f"{sig.name}: no exit within 30 s")
+            continue
+        seconds = time.perf_counter() - sent
+        expected = 130 if sig == signal.SIGINT else 0
+        try:
+            step = load_checkpoint(run_dir / "checkpoint_last.pt")["step"]
+        except UserError as e:
+            result.record(False, lost=True, why=f"{sig.name}: {e}")
+            continue
+        ok = (proc.returncode == expected and f"received {sig.name}" in out and step >= 2
+              and not leftover_temp_files(run_dir) and seconds < 15)
+        result.record(ok, why=f"{sig.name}: exit {proc.returncode}, step {step}, {seconds:.1f} s, {err[-300:]}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Full disk
+
+
+def disk_full(workdir: Path, *, trials: int, seed: int) -> Result:
+    """A write that fails mid-checkpoint (file size limit, or ENOSPC on any checkpoint file): one
+    message and exit 2, the previous checkpoint_last.pt intact, no partial or temporary file."""
+    result = Result("disk full during checkpoint")
+    rng = random.Random(seed)
+    raw = tiny(workdir, max_steps=4, eval_every=2, save_every=2)
+    run_dir = Path(raw["train"]["out_dir"])
+    run_quietly(train_module.train, config_from_dict(raw))
+    last = run_dir / "checkpoint_last.pt"
+    saved = last.read_bytes()
+    raw["train"]["max_steps"] = 8
+    config = write_config(workdir / "c.yaml", raw)
+
+    def intact(rewritten_ok: bool) -> bool:
+        """checkpoint_last.pt is the old file (or, when only a later copy failed, a complete new one),
+        every checkpoint file loads, and no temporary file is left."""
+        unchanged = last.read_bytes() == saved
+        steps = {load_checkpoint(p)["step"] for p in run_dir.glob("checkpoint_*.pt")}
+        return (unchanged or rewritten_ok) and steps <= {2, 4, 6, 8} and not leftover_temp_files(run_dir)
+
+    for trial in range(trials):
+        if trial % 2 == 0:  # the kernel refuses to grow any file past `limit` bytes (SIGXFSZ ignored)
+            limit = int(len(saved) * rng.uniform(0.05, 0.95))
+
+            def limit_file_size(limit=limit):
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+            done = subprocess.run(train_command(config, "--resume"), cwd=REPO, env=CHILD_ENV, capture_output=True,
+                                  text=True, preexec_fn=limit_file_size, timeout=300)
+            code, err, what = done.returncode, done.stderr, f"RLIMIT_FSIZE {limit}"
+        else:  # ENOSPC from the copy that makes checkpoint_best.pt / checkpoint_step*.pt
+            real_copy = shutil.copyfile
+
+            def no_space(src, dst, **kwargs):
+                if "checkpoint" in Path(dst).name:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real_copy(src, dst, **kwargs)
+
+            with mock.patch.object(shutil, "copyfile", no_space):
+                code, _, err = cli("train", "--config", config, "--resume")
+            what = "ENOSPC on copy"
+        ok = one_clear_message(code, err, "cannot write checkpoint") and len(err.strip().splitlines()) == 1
+        try:
+            kept = intact(rewritten_ok=trial % 2 == 1)
+        except UserError:
+            kept = False
+        result.record(ok and kept, lost=not kept, why=f"{what}: exit {code}, intact {kept}, temp files "
+                      f"{leftover_temp_files(run_dir)}: {err[-400:]}")
+        last.write_bytes(saved)  # the next trial starts from the same state
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# NaN / Inf, divergence, fp16 overflow
+
+
+def nan_inf(workdir: Path, *, trials: int, seed: int) -> Result:
+    """NaN/Inf in the loss and in gradients at seeded steps: skipped, counted, the schedule not
+    advanced, and the run ends close to a clean run."""
+    result = Result("NaN / Inf loss and gradients")
+    rng = random.Random(seed)
+    steps = 30
+    clean = tiny(workdir / "clean", max_steps=steps, log_every=1, eval_every=1000)
+    run_quietly(train_module.train, config_from_dict(clean))
+    clean_nll = sum(r["nll"] for r in train_metrics(Path(clean["train"]["out_dir"]))[-10:]) / 10
+    calls = rng.sample(range(2, steps), trials)
+    values = [(float("nan"), float("inf"))[i % 2] for i in range(trials)]
+    in_loss = {c: v for i, (c, v) in enumerate(zip(calls, values)) if i % 4 < 2}
+    in_grads = {c: v for i, (c, v) in enumerate(zip(calls, values)) if i % 4 >= 2}
+    raw = tiny(workdir / "faulty", max_steps=steps, log_every=1, eval_every=1000)
+    cfg = config_from_dict(raw)
+    with loss_fault(in_loss), gradient_fault(in_grads):
+        code, _ = run_quietly(train_module.train, cfg)
+    run_dir = Path(raw["train"]["out_dir"])
+    records, skipped = train_metrics(run_dir), train_metrics(run_dir, "skipped")
+    nll = sum(r["nll"] for r in records[-10:]) / 10
+    schedule_ok = all(r["lr"] == lr_at(r["step"] - 1, cfg.optim, d_model=cfg.model.d_model) for r in records)
+    state = load_checkpoint(run_dir / "checkpoint_last.pt")
+    finite = all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    for call in sorted(calls):
+        expected = "loss" if call in in_loss else "gradients"
+        seen = any(s["what"] == expected for s in skipped)
+        ok = (code == 0 and seen and len(skipped) == trials and schedule_ok and state["step"] == steps and finite
+              and abs(nll - clean_nll) < 0.3)
+        result.record(ok, lost=not finite, why=f"call {call} ({expected}): exit {code}, {len(skipped)} skipped, "
+                      f"schedule ok {schedule_ok}, nll {nll:.3f} vs clean {clean_nll:.3f}")
+    return result
+
+
+def divergence(workdir: Path, *, trials: int, seed: int) -> Result:
+    """Finite garbage (the loss blown up by a too-high lr, simulated by scaling the logits from a
+    seeded step on): training stops within train.divergence_patience log intervals with a
+    diagnostic naming lr, warmup and precision, and checkpoint_last.pt keeps a good state."""
+    result = Result("divergence (finite garbage)")
+    rng = random.Random(seed)
+    for trial in range(trials):
+        start = rng.randint(12, 25)
+        raw = tiny(workdir / f"t{trial}", max_steps=60, log_every=1, eval_every=10)
+        raw["optim"]["lr"] = 3e-3 * rng.choice([1, 100])
+        with loss_fault({c: 30.0 for c in range(start, 1000)}):
+            error, _ = run_quietly(train_module.train, config_from_dict(raw))
+        run_dir = Path(raw["train"]["out_dir"])
+        message = str(error)
+        named = all(w in message for w in ("optim.lr", "optim.warmup_steps", "precision", "checkpoint_last.pt"))
+        records = train_metrics(run_dir)
+        try:
+            state = load_checkpoint(run_dir / "checkpoint_last.pt")
+            kept = state["step"] <= start and state["step"] == 10 * (start // 10)
+        except UserError:
+            kept = False
+        ok = isinstance(error, train_module.TrainingStopped) and named and records[-1]["step"] <= start + 3 and kept
+        result.record(ok, lost=not kept, why=f"garbage from step {start}: {message[:300]}, stopped at "
+                      f"{records[-1]['step']}, checkpoint kept {kept}")
+    # And never on a normal run (the golden-trace and end-to-end tests also run with it on).
+    raw = tiny(workdir / "normal", max_steps=60, log_every=1, eval_every=1000)
+    code, _ = run_quietly(train_module.train, config_from_dict(raw))
+    result.record(code == 0, why=f"false alarm on a normal run: {code}")
+    return result
+
+
+def fp16_overflow(workdir: Path, *, trials: int, seed: int) -> Result:
+    """fp16 on the CPU (the scaler forced on): overflowing gradients back the loss scale off and the
+    run goes on; overflow at every step collapses the scale and stops with a clear message."""
+    result = Result("fp16 overflow / loss scale")
+    rng = random.Random(seed)
+    real_scaler = torch.amp.GradScaler
+
+    def forced_scaler(device, enabled=False):
+        return real_scaler("cpu", init_scale=2.0 ** 4, growth_interval=10_000, enabled=True)
+
+    overflows = sorted(rng.sample(range(2, 20), trials))
+    raw = tiny(workdir / "backoff", max_steps=20, log_every=1, eval_every=1000)
+    with mock.patch.object(torch.amp, "GradScaler", forced_scaler), gradient_fault({c: math.inf for c in overflows}):
+        code, out = run_quietly(train_module.train, config_from_dict(raw))
+    state = load_checkpoint(Path(raw["train"]["out_dir"]) / "checkpoint_last.pt")
+    scale = state["scaler"]["scale"]
+    for i, call in enumerate(overflows):
+        ok = (code == 0 and out.count("fp16 gradient overflow") == trials and state["step"] == 20
+              and f"loss scale now {2.0 ** (4 - i - 1):g}" in out and scale == 2.0 ** (4 - trials))
+        result.record(ok, why=f"overflow at call {call}: exit {code}, scale {scale}")
+    raw = tiny(workdir / "collapse", max_steps=40, log_every=1, eval_every=1000)
+    with mock.patch.object(torch.amp, "GradScaler", forced_scaler), gradient_fault({c: math.inf for c in range(5, 1000)}):
+        error, out = run_quietly(train_module.train, config_from_dict(raw))
+    state = load_checkpoint(Path(raw["train"]["out_dir"]) / "checkpoint_last.pt")
+    ok = isinstance(error, train_module.TrainingStopped) and "loss scale collapsed" in str(error) and state["step"] == 5
+    result.record(ok, lost=state["step"] != 5, why=f"collapse: {error}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Corrupt files at run time
+
+
+def corrupt_checkpoints(workdir: Path, *, trials: int, seed: int) -> Result:
+    """Flipped bytes and truncations of a checkpoint, a resume with another model shape, a missing
+    tokenizer: each a clear error naming the file; a byte flip never loads as different weights."""
+    result = Result("corrupt checkpoint / tokenizer")
+    rng = random.Random(seed)
+    raw = tiny(workdir, max_steps=2, eval_every=100)
+    run_dir = Path(raw["train"]["out_dir"])
+    run_quietly(train_module.train, config_from_dict(raw))
+    last = run_dir / "checkpoint_last.pt"
+    good = last.read_bytes()
+    original = load_checkpoint(last)
+    bad = workdir / "bad.pt"
+    for trial in range(trials):
+        data = bytearray(good)
+        if trial % 3 == 2:
+            data = data[:rng.randrange(len(data))]
+        else:
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        bad.write_bytes(bytes(data))
+        try:
+            loaded = load_checkpoint(bad)
+        except UserError as e:
+            result.record("bad.pt" in str(e))
+            continue
+        except Exception as e:  # noqa: BLE001 - any other exception breaks the error contract
+            result.record(False, why=f"{type(e).__name__}: {e}")
+            continue
+        same = same_weights(loaded["model"], original["model"]) and loaded["config"] == original["config"]
+        result.record(same, lost=not same, why="a corrupted checkpoint loaded as different weights")
+    config = write_config(workdir / "c.yaml", {**raw, "train": {**raw["train"], "max_steps": 4}})
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0xFF
+    last.write_bytes(bytes(flipped))
+    code, _, err = cli("train", "--config", config, "--resume")
+    result.record(one_clear_message(code, err, "checkpoint_last.pt"), why=f"resume from a flipped byte: {err}")
+    last.write_bytes(good)
+    code, _, err = cli("train", "--config", config, "--resume", "--set", "model.d_ff=128")
+    result.record(one_clear_message(code, err, "checkpoint_last.pt", "model.d_ff"), why=f"other shape: {err}")
+    lonely = workdir / "elsewhere" / "model.pt"
+    lonely.parent.mkdir()
+    shutil.copyfile(last, lonely)
+    for command in (["eval"], ["translate", "--input", str(config)]):
+        code, _, err = cli(*command, "--checkpoint", lonely)
+        result.record(one_clear_message(code, err, "spm.model", "model.pt"), why=f"missing tokenizer: {err}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input
+
+
+def config_fuzz(workdir: Path, *, trials: int, seed: int) -> Result:
+    """Seeded mutations of configs/demo.yaml: each loads, or fails with one message and exit 2 (no
+    traceback, no hang). Accepted configs are checked at load level; rejected ones through the CLI."""
+    result = Result("config fuzz (demo.yaml)")
+    rng = random.Random(seed)
+    text = (REPO / "configs" / "demo.yaml").read_text()
+    overrides = [f"data.data_dir={workdir / 'data'}", f"train.out_dir={workdir / 'run'}"]
+    for trial in range(trials):
+        path = workdir / f"m{trial}.yaml"
+        mutated = _mutate_config(text, rng, trial)
+        path.write_bytes(mutated if isinstance(mutated, bytes) else mutated.encode("utf-8", "surrogatepass"))
+        signal.alarm(20)  # a hang fails the trial instead of the battery
+        try:
+            try:
+                load_config(path, overrides)
+                result.record(True)
+                continue
+            except UserError:
+                pass
+            code, out, err = cli("prepare", "--config", path, *sum((["--set", o] for o in overrides), []))
+            result.record(one_clear_message(code, err, "") and err.startswith("translate prepare: error:"),
+                          why=f"mutation {trial}: exit {code}: {err[-300:]}")
+        except _Timeout:
+            result.record(False, why=f"mutation {trial}: hung ({mutated[:200]!r})")
+        except Exception as e:  # noqa: BLE001 - a traceback is exactly what this battery hunts
+            result.record(False, why=f"mutation {trial}: {type(e).__name__}: {e!s:.300} ({str(mutated)[:200]!r})")
+        finally:
+            signal.alarm(0)
+    return result
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _raise_timeout(signum, frame):
+    raise _Timeout()
+
+
+signal.signal(signal.SIGALRM, _raise_timeout)
+
+_WRONG_VALUES = ["abc", "", -1, 0, 1.5, -1e30, 1e30, 10 ** 30, True, None, [1, 2], {"a": 1}, float("nan"),
+                 float("inf"), "1e-3", "fp64", "cuda:x", [], {}]
+
+
+def _mutate_config(text: str, rng: random.Random, trial: int):
+    """One seeded mutation: of the parsed tree (wrong type, out of range, unknown/deleted key, a list
+    where a mapping belongs) or of the text (syntax errors, truncation, bytes, alias bombs)."""
+    kind = trial % 10
+    if kind == 0:
+        return rng.choice([b"", b"\xff\xfe\x00garbage", b"- a\n- b\n", b"42\n", b"'just a string'\n",
+                           b"a: &a [1, 2]\nb: *a\n" + b"c: &c [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" * 1,
+                           _alias_bomb(), b"!!python/object/apply:os.system ['true']\n", b"data: [\n"])
+    if kind in (1, 2):  # text surgery
+        lines = text.splitlines(keepends=True)
+        i = rng.randrange(len(lines))
+        op = rng.choice(["truncate", "insert", "delete", "duplicate", "indent"])
+        if op == "truncate":
+            return text[:rng.randrange(len(text))]
+        if op == "insert":
+            junk = rng.choice([":", "[", "{", "\t", "'", '"', "&x ", "*x ", "- ", "? ", "%", "@", "\x00", "\ud800"])
+            j = rng.randrange(len(lines[i]) + 1)
+            lines[i] = lines[i][:j] + junk + lines[i][j:]
+        elif op == "delete":
+            del lines[i]
+        elif op == "duplicate":
+            lines.insert(i, lines[i])
+        else:
+            lines[i] = "   " + lines[i]
+        return "".join(lines)
+    tree = yaml.safe_load(text)
+    section = rng.choice(list(tree))
+    keys = list(tree[section])
+    key = rng.choice(keys)
+    if kind == 3:
+        tree[section][rng.choice([key + "s", key[:-1], "bogus", "1"])] = 1
+    elif kind == 4:
+        del tree[section][key]
+    elif kind == 5:
+        tree[section] = rng.choice([[1, 2], "text", 3, None, [{"a": 1}]])
+    elif kind == 6 and isinstance(tree[section][key], dict):
+        tree[section][key][rng.choice(["source", "size", "seed", "extra"])] = rng.choice(_WRONG_VALUES)
+    else:
+        tree[section][key] = rng.choice(_WRONG_VALUES)
+    return yaml.safe_dump(tree, sort_keys=False)
+
+
+def _alias_bomb() -> bytes:
+    """A 'billion laughs' YAML: a few hundred bytes that expand to 10^9 strings if walked naively."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    lines.append("model: {d_model: *a8}")
+    lines.append("data: *a8")
+    return ("\n".join(lines) + "\n").encode()
+
+
+CORPUS_CASES = ["bom", "crlf", "nul", "invalid_utf8", "long_line", "tabs", "whitespace_lines", "unequal", "empty",
+                "truncated_gz", "truncated_xz", "lone_cr"]
+
+
+def corpus_fuzz(workdir: Path, *, trials: int, seed: int) -> Result:
+    """Hostile corpus files (files source): cleaned, or one clear error naming the file (and line)."""
+    result = Result("corpus fuzz (files source)")
+    rng = random.Random(seed)
+    for trial in range(trials):
+        case = CORPUS_CASES[trial % len(CORPUS_CASES)]
+        directory = workdir / f"{trial}_{case}"
+        en = [e for e, _ in PAIRS]
+        de = [d for _, d in PAIRS]
+        row = rng.randrange(len(PAIRS))
+        suffix, expect_error, fragments = "", False, []
+        if case == "bom":
+            en[0] = "\ufeff" + en[0]
+        elif case == "crlf":
+            en, de = [s + "\r" for s in en], [s + "\r" for s in de]
+        elif case == "nul":
+            en[row] = en[row][:3] + "\x00" + en[row][3:]
+        elif case == "long_line":
+            en[row] = "word " * 20_000
+        elif case == "tabs":
+            en[row] = en[row].replace(" ", "\t")
+        elif case == "whitespace_lines":
+            en[row], de[row] = "   \t ", " "
+        elif case == "lone_cr":
+            en[row] = en[row].replace(" ", "\r", 1)
+        elif case == "unequal":
+            de = de[:-rng.randint(1, 5)]
+            expect_error, fragments = True, ["t.en", "t.de", "not aligned"]
+        elif case == "empty":
+            en, de = [], []
+            expect_error, fragments = True, ["empty"]
+        elif case in ("truncated_gz", "truncated_xz"):
+            suffix = ".gz" if case == "truncated_gz" else ".xz"
+            expect_error, fragments = True, [f"t.de{suffix}", "truncated or corrupt"]
+        directory.mkdir(parents=True)
+        write_lines(directory / "t.en", en)
+        write_lines(directory / "t.de", de)
+        if case == "invalid_utf8":
+            data = (directory / "t.de").read_bytes().split(b"\n")
+            data[row] += b"\xff\xfe"
+            (directory / "t.de").write_bytes(b"\n".join(data))
+            expect_error, fragments = True, ["t.de", f"line {row + 1}", "invalid UTF-8"]
+        if case == "nul" or case == "lone_cr":
+            (directory / "t.en").write_bytes((directory / "t.en").read_bytes())
+        if suffix:
+            raw = (directory / "t.de").read_bytes() * 50
+            packed = gzip.compress(raw) if suffix == ".gz" else lzma.compress(raw)
+            (directory / "t.de").unlink()
+            (directory / f"t.de{suffix}").write_bytes(packed[:len(packed) * 2 // 3])
+            (directory / "t.en").write_text("".join(line + "\n" for line in en * 50))
+        cfg = tiny(directory)
+        cfg["data"].update(train={"source": "files", "prefix": str(directory / "t")}, valid={"source": "none"},
+                           test={"source": "none"}, vocab_size=60)
+        config = write_config(directory / "c.yaml", cfg)
+        try:
+            code, out, err = cli("prepare", "--config", config)
+        except Exception as e:  # noqa: BLE001
+            result.record(False, why=f"{case}: {type(e).__name__}: {e!s:.300}")
+            continue
+        if expect_error:
+            ok = one_clear_message(code, err, *fragments)
+        else:
+            ok = code == 0 and "pairs read" in out
+        result.record(ok, why=f"{case}: exit {code}: {err[-300:]}")
+    return result
+
+
+def translate_input(workdir: Path, *, trials: int, seed: int) -> Result:
+    """`translate translate` input: empty lines kept, long lines truncated with a warning, invalid
+    UTF-8 a clear error naming the file and line."""
+    result = Result("translate input fuzz")
+    rng = random.Random(seed)
+    raw = tiny(workdir, max_steps=6, eval_every=100)
+    run_quietly(train_module.train, config_from_dict(raw))
+    checkpoint = Path(raw["train"]["out_dir"]) / "checkpoint_last.pt"
+    for trial in range(trials):
+        n = rng.randint(3, 8)
+        lines = [rng.choice(["", "The house is small.", "   ", "Where is the station?"]) for _ in range(n)]
+        long_row = rng.randrange(n)
+        lines[long_row] = "the dog sees the cat " * rng.randint(40, 400)
+        source = write_lines(workdir / f"in{trial}.txt", lines)
+        code, out, err = cli("translate", "--checkpoint", checkpoint, "--input", source, "--beam", "2")
+        outputs = out.split("\n")[:-1]
+        ok = (code == 0 and len(outputs) == n and all(o == "" for o, s in zip(outputs, lines) if not s.strip())
+              and f"warning: line {long_row + 1}" in err and "truncated" in err)
+        result.record(ok, lost=code == 0 and len(outputs) != n, why=f"trial {trial}: exit {code}, "
+                      f"{len(outputs)} lines for {n}: {err[-300:]}")
+    bad = workdir / "bad.txt"
+    bad.write_bytes(b"The house is small.\nDas \xff Haus\n")
+    code, out, err = cli("translate", "--checkpoint", checkpoint, "--input", bad)
+    result.record(one_clear_message(code, err, "bad.txt", "line 2", "UTF-8"), why=f"invalid UTF-8: {err}")
+    return result
+
+
+# name → (function, trials in CI, trials with --full)
+FAULTS = {
+    "kill9": (kill9, 3, 12),
+    "signals": (stop_signals, 2, 6),
+    "disk_full": (disk_full, 2, 6),
+    "nan_inf": (nan_inf, 4, 12),
+    "divergence": (divergence, 2, 6),
+    "fp16": (fp16_overflow, 3, 8),
+    "corrupt": (corrupt_checkpoints, 30, 300),
+    "config_fuzz": (config_fuzz, 200, 1000),
+    "corpus_fuzz": (corpus_fuzz, len(CORPUS_CASES), 3 * len(CORPUS_CASES)),
+    "translate_input": (translate_input, 2, 6),
+}
+
+
+def run_fault(name: str, workdir: Path, *, full: bool = False, seed: int = 0) -> Result:
+    fn, fast_trials, full_trials = FAULTS[name]
+    workdir.mkdir(parents=True, exist_ok=True)
+    trials = full_trials if full else fast_trials
+    if fn is kill9:
+        return fn(workdir, kills=trials, seed=seed)
+    return fn(workdir, trials=trials, seed=seed)
