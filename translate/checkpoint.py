@@ -66,7 +66,9 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+    # Unpickling damaged bytes can fail in many ways; each of these means "this file is corrupt".
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError, AttributeError,
+            pickle.UnpicklingError, zipfile.BadZipFile) as e:
         raise UserError(f"checkpoint {path} is truncated or corrupt and cannot be read ({_first_line(e)}); "
                         "use another checkpoint of the run (checkpoint_step*.pt) or retrain") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:

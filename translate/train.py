@@ -84,11 +84,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     # 2. Data: the main process prepares (or reuses) the cache, the others then read it.
     data = prepare(cfg, verbose=env.is_main) if env.is_main else None
     if env.is_main:
-        if overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-        shutil.copyfile(data.tokenizer_file, run_dir / "spm.model")
+        _create_run_dir(run_dir, cfg, data.tokenizer_file, overwrite=overwrite)
     _barrier(env)
     if not env.is_main:
         data = prepare(cfg, verbose=False)
@@ -315,6 +311,12 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
     _barrier(env)
     log.metrics(record)
     log.line("valid " + _format_record(record))
+    if state.rising_intervals:
+        # The training loss is rising sharply (see _check_divergence): keep the last checkpoint from
+        # before the rise rather than overwrite it with what may be garbage.
+        log.line(f"step {state.step}: training NLL rising ({state.rising_intervals} log intervals); "
+                 "checkpoint_last.pt not overwritten")
+        return
     improved = _is_better(record, state.best, cfg.train.best_metric)
     if improved:
         state.best = {k: record[k] for k in ("nll", "bleu", "step") if k in record}
@@ -515,8 +517,12 @@ class _Logger:
 
     def metrics(self, record: dict) -> None:
         if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise UserError(f"cannot write {self.path}: {e.strerror or e}; free disk space, then --resume "
+                                "(checkpoint_last.pt is intact)") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,6 +552,18 @@ def _setup_distributed(cfg: Config) -> Distributed:
 def _barrier(env: Distributed) -> None:
     if env.world_size > 1:
         dist.barrier()
+
+
+def _create_run_dir(run_dir: Path, cfg: Config, tokenizer_file: Path, *, overwrite: bool) -> None:
+    try:
+        if overwrite and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        shutil.copyfile(tokenizer_file, run_dir / "spm.model")
+    except OSError as e:
+        raise UserError(f"cannot set up run directory {run_dir}: {e.strerror or e}; "
+                        "free disk space or set train.out_dir to a writable place") from None
 
 
 def _check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:

@@ -1,0 +1,132 @@
+"""The benchmark scripts run end to end on the CPU at tiny sizes; the FLOPs formula is exact."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import PAIRS, write_lines
+from translate.beam import beam_search, greedy_search
+from translate.config import ModelConfig
+from translate.model import Transformer
+from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench_common  # noqa: E402
+import bench_decode  # noqa: E402
+import bench_train  # noqa: E402
+
+HAVE_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+
+
+def test_train_step_flops_by_hand():
+    # D=2, F=4, V=10, one encoder and one decoder layer; one sentence, s=3 source and t=2 target tokens.
+    #   encoder matmuls   2·3·(4·4 + 2·2·4)  = 6·32 = 192
+    #   cross K/V         2·3·(2·4)          = 48
+    #   decoder matmuls   2·2·(6·4 + 2·2·4)  = 4·40 = 160
+    #   output projection 2·2·2·10           = 80
+    #   encoder attention 4·2·3²             = 72
+    #   causal self-attn  4·2·(2·3/2)        = 24
+    #   cross-attention   4·2·(2·3)          = 48
+    #   forward = 624, step = 3 · 624 = 1872
+    flops = bench_common.train_step_flops(d_model=2, d_ff=4, vocab_size=10, n_encoder_layers=1, n_decoder_layers=1,
+                                          src_lengths=[3], tgt_lengths=[2])
+    assert flops == 1872
+    # Sentences add up independently.
+    two = bench_common.train_step_flops(d_model=2, d_ff=4, vocab_size=10, n_encoder_layers=1, n_decoder_layers=1,
+                                        src_lengths=[3, 3], tgt_lengths=[2, 2])
+    assert two == 2 * 1872
+
+
+def test_bench_train_tiny_cpu(tmp_path):
+    systems = ["translate", "nn_transformer"] + (["hf_marian"] if HAVE_TRANSFORMERS else [])
+    out = tmp_path / "train.json"
+    bench_train.main(["--device", "cpu", "--tiny", "--synthetic-batches", "--steps", "2", "--warmup", "1",
+                      "--systems", ",".join(systems), "--output", str(out), "--markdown", str(tmp_path / "t.md")])
+    result = json.loads(out.read_text())
+    assert result["environment"]["torch"] == torch.__version__
+    rows = {r["system"]: r for r in result["rows"]}
+    assert list(rows) == systems
+    for row in rows.values():
+        assert row["error"] is None, row
+        for key in ("tgt_tokens_per_s", "src_tgt_tokens_per_s", "ms_per_step", "mfu", "flops_per_step"):
+            assert row[key] > 0, (row["system"], key)
+        assert row["steps"] == 2
+        assert 4 < row["mean_nll"] < 10  # ≈ ln(1000) = 6.9 for every system at initialisation
+    assert rows["translate"]["vs_translate"] == 1.0
+    assert "| translate |" in (tmp_path / "t.md").read_text()
+
+
+def test_bench_train_records_a_failing_system(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("compile exploded")
+
+    monkeypatch.setitem(bench_train.BUILDERS, "nn_transformer", broken)
+    out = tmp_path / "train.json"
+    bench_train.main(["--device", "cpu", "--tiny", "--synthetic-batches", "--steps", "1", "--warmup", "0",
+                      "--systems", "nn_transformer,translate", "--output", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0] == {"system": "nn_transformer", "error": "RuntimeError: compile exploded", "vs_translate": None}
+    assert rows[1]["error"] is None and rows[1]["tgt_tokens_per_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def spm_and_source(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("bench")
+    sentences = [en for en, _ in PAIRS] + [de for _, de in PAIRS]
+    train_tokenizer(sentences, model_file=directory / "spm.model", vocab_size=60, model_type="bpe",
+                    character_coverage=1.0)
+    write_lines(directory / "src.en", [en for en, _ in PAIRS[:6]])
+    return directory / "spm.model", directory / "src.en"
+
+
+def test_forced_length_wrapper_disables_eos_until_the_limit():
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1, n_decoder_layers=1),
+                        vocab_size=12, pad_id=PAD_ID).eval()
+    # Bias the model towards EOS so that, unforced, it would stop at once.
+    with torch.no_grad():
+        model.output_proj.weight[EOS_ID] += 5.0
+    src = torch.tensor([[5, 6, 7, EOS_ID], [8, 9, EOS_ID, PAD_ID]])  # source lengths 4 and 3
+    wrapped = bench_decode.ForcedLength(model, max_len_a=1.0, max_len_b=2)
+    common = dict(max_len_a=1.0, max_len_b=2, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, max_output_len=100)
+    beams = beam_search(wrapped, src, src == PAD_ID, beam_size=3, lenpen=0.6, **common)
+    assert [len(h[0].tokens) for h in beams] == [6, 5]  # src_len + 2 each, then EOS
+    assert all(EOS_ID not in h[0].tokens for h in beams)
+    greedy = greedy_search(wrapped, src, src == PAD_ID, **common)
+    assert [len(h[0].tokens) for h in greedy] == [6, 5]
+
+
+def test_bench_decode_tiny_cpu(tmp_path, spm_and_source):
+    spm, src = spm_and_source
+    out = tmp_path / "decode.json"
+    bench_decode.main(["--device", "cpu", "--tiny", "--spm", str(spm), "--src", str(src), "--systems", "translate",
+                       "--output", str(out)])
+    result = json.loads(out.read_text())
+    rows = {r["system"]: r for r in result["rows"]}
+    assert set(rows) == {"translate_beam4_forced", "translate_beam4_natural", "translate_greedy_forced"}
+    assert "UNTRAINED" in result["settings"]["model"]
+    for row in rows.values():
+        assert row["error"] is None, row
+        assert row["sentences"] == 6
+        assert row["sentences_per_s"] > 0 and row["tokens_per_s"] > 0 and row["seconds"] > 0
+
+
+def test_bench_decode_tiny_cpu_hf_rows(tmp_path, spm_and_source):
+    pytest.importorskip("transformers")
+    spm, src = spm_and_source
+    out = tmp_path / "decode.json"
+    bench_decode.main(["--device", "cpu", "--tiny", "--spm", str(spm), "--src", str(src), "--output", str(out)])
+    rows = {r["system"]: r for r in json.loads(out.read_text())["rows"]}
+    for name in ("hf_beam4_forced", "hf_greedy_forced"):
+        assert rows[name]["error"] is None, rows[name]
+        assert rows[name]["sentences_per_s"] > 0 and rows[name]["vs_translate"] > 0
+    # Forced length: HF generates at least as many tokens as translate (it pads a batch to its longest limit).
+    assert rows["hf_beam4_forced"]["generated_tokens"] >= rows["translate_beam4_forced"]["generated_tokens"]
