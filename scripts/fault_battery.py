@@ -41,7 +41,7 @@ def main() -> int:
             failed |= not result.ok
             for why in result.failures[:20 if args.verbose else 3]:
                 print(f"    {why}", file=sys.stderr)
-    print(f"| fault | trials | survived | data lost | seconds |\n|---|---:|---:|---:|---:|")
+    print("| fault | trials | survived | data lost | seconds |\n|---|---:|---:|---:|---:|")
     for fault, trials, survived, lost, seconds in rows:
         print(f"| {fault} | {trials} | {survived} | {lost} | {seconds:.0f} |")
     print(f"\n{'full' if args.full else 'fast'} mode, seed {args.seed}, {time.perf_counter() - start:.0f} s: "

@@ -39,7 +39,7 @@ from translate.config import config_from_dict, load_config
 from translate.errors import UserError
 from translate.schedule import lr_at
 
-from conftest import PAIRS, REPO, tiny_config, write_config, write_corpus, write_lines
+from conftest import PAIRS, REPO, tiny_config, write_config, write_lines
 
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 

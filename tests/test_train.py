@@ -15,7 +15,8 @@ from translate.checkpoint import load_checkpoint
 from translate.cli import main
 from translate.config import config_from_dict
 from translate.errors import UserError
-from translate.train import format_perplexity, train
+from translate.metrics import format_perplexity
+from translate.train import train
 
 from conftest import REPO, tiny_config, write_config
 

@@ -11,11 +11,7 @@ so a resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -33,7 +29,9 @@ from translate.config import BestMetric, Config, Precision, config_to_dict, conf
 from translate.data import PreparedData, TokenizedCorpus, prepare
 from translate.errors import UserError
 from translate.loss import label_smoothed_cross_entropy
+from translate.metrics import Interval, RunLogger, format_perplexity, format_record
 from translate.model import Transformer
+from translate.runtime import Distributed, StopSignals, barrier, check_run_dir, create_run_dir, setup_distributed
 from translate.schedule import lr_at
 from translate.tokenizer import PAD_ID, Tokenizer
 
@@ -59,33 +57,22 @@ class TrainState:
     train_seconds: float = 0.0
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
 def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     # 1. Processes and devices; the run directory is checked now but created only once the data is
     #    ready, so a data error leaves nothing behind.
-    env = _setup_distributed(cfg)
+    env = setup_distributed(cfg)
     run_dir = cfg.run_dir
     if env.is_main:
-        _check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+        check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     precision = cfg.train.precision if env.device.type == "cuda" else Precision.FP32
-    log = _Logger(run_dir, enabled=env.is_main)
+    log = RunLogger(run_dir, enabled=env.is_main)
     log.line(config_to_yaml(cfg).rstrip())
 
     # 2. Data: the main process prepares (or reuses) the cache, the others then read it.
     data = prepare(cfg, verbose=env.is_main) if env.is_main else None
     if env.is_main:
-        _create_run_dir(run_dir, cfg, data.tokenizer_file, overwrite=overwrite)
-    _barrier(env)
+        create_run_dir(run_dir, cfg, data.tokenizer_file, overwrite=overwrite)
+    barrier(env)
     if not env.is_main:
         data = prepare(cfg, verbose=False)
     tokenizer = Tokenizer(data.tokenizer_file)
@@ -113,11 +100,11 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                 if precision != Precision.FP32 else nullcontext())
 
     # 4. The loop.
-    stop = _StopSignals()
+    stop = StopSignals()
     batches = _EpochBatches(data.train, cfg, env)
     bar = tqdm(total=cfg.train.max_steps or None, initial=state.step, disable=not (env.is_main and sys.stdout.isatty()),
                unit="step", dynamic_ncols=True)
-    interval = _Interval()
+    interval = Interval()
     start_time = time.perf_counter() - state.train_seconds
     exit_code = 0
     try:
@@ -158,7 +145,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
             if state.step % cfg.train.log_every == 0:
                 record = interval.report(state, lr=lr, elapsed=time.perf_counter() - start_time, world_size=env.world_size)
                 log.metrics(record)
-                log.line(_format_record(record))
+                log.line(format_record(record))
                 bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=record["ppl"], lr=f"{lr:.2e}")
                 _check_divergence(state, record["nll"], cfg, vocab_size=tokenizer.vocab_size, lr=lr)
             if state.step % cfg.train.eval_every == 0:
@@ -308,9 +295,9 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
         record.update(validate(model, data.valid, cfg, env, autocast))
         if cfg.eval.dev_bleu_sentences and env.is_main:
             record["bleu"] = _dev_bleu(model, tokenizer, cfg, env)
-    _barrier(env)
+    barrier(env)
     log.metrics(record)
-    log.line("valid " + _format_record(record))
+    log.line("valid " + format_record(record))
     if state.rising_intervals:
         # The training loss is rising sharply (see _check_divergence): keep the last checkpoint from
         # before the rise rather than overwrite it with what may be garbage.
@@ -377,7 +364,7 @@ def _restore(path: Path, cfg: Config, model, optimizer, scaler, *, vocab_size: i
     return TrainState(**saved["state"])
 
 
-def _stop_reason(cfg: Config, state: TrainState, batches: "_EpochBatches", start_time: float, stop: "_StopSignals",
+def _stop_reason(cfg: Config, state: TrainState, batches: "_EpochBatches", start_time: float, stop: "StopSignals",
                  env: Distributed) -> str:
     t = cfg.train
     signalled = stop.signal_name is not None
@@ -428,152 +415,8 @@ class _EpochBatches:
         return collate([self.corpus.src(i) for i in idx], [self.corpus.tgt(i) for i in idx])
 
 
-class _StopSignals:
-    """SIGINT/SIGTERM ask the loop to save and stop after the current step."""
-
-    def __init__(self):
-        self.signal_name: str | None = None
-        self.exit_code = 0
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _handle(self, signum, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-        self.exit_code = 130 if signum == signal.SIGINT else 0
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
-# ---------------------------------------------------------------------------------------------
-# Logging
-
-
-def format_perplexity(nll: float) -> str | float:
-    """exp(nll), as a float when it fits, else in scientific notation computed in log space; never capped."""
-    if not math.isfinite(nll):
-        return str(math.exp(nll)) if nll == -math.inf else "inf" if nll > 0 else "nan"
-    if nll < 700:
-        return float(f"{math.exp(nll):.6g}")
-    exponent10 = nll / math.log(10)
-    whole = math.floor(exponent10)
-    return f"{10 ** (exponent10 - whole):.3f}e+{whole}"
-
-
-class _Interval:
-    """Sums of the training statistics since the last log line (kept on device: no per-step sync)."""
-
-    def __init__(self):
-        self.totals = None
-        self.tokens = 0
-        self.steps = 0
-        self.grad_norm = 0.0
-        self.start = time.perf_counter()
-
-    def add(self, sums: torch.Tensor, n_tokens: int, grad_norm: torch.Tensor) -> None:
-        self.totals = sums.detach() if self.totals is None else self.totals + sums.detach()
-        self.tokens += n_tokens
-        self.steps += 1
-        self.grad_norm = grad_norm
-
-    def report(self, state: TrainState, *, lr: float, elapsed: float, world_size: int) -> dict:
-        """Averages over all ranks' tokens (`self.tokens` already counts every rank): every rank
-        gets the same numbers, so decisions taken on them (divergence) agree across ranks."""
-        totals = self.totals.double()
-        if world_size > 1:
-            dist.all_reduce(totals)
-        loss, nll, n_correct = (totals / max(self.tokens, 1)).tolist()
-        seconds = time.perf_counter() - self.start
-        record = {"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "nll": nll,
-                  "ppl": format_perplexity(nll), "accuracy": n_correct, "lr": lr,
-                  "grad_norm": float(self.grad_norm), "tgt_tokens_per_s": self.tokens / max(seconds, 1e-9),
-                  "skipped_steps": state.skipped_steps, "elapsed_s": elapsed}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            record["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        self.__init__()
-        return record
-
-
-def _format_record(record: dict) -> str:
-    parts = []
-    for key, value in record.items():
-        if key == "kind":
-            continue
-        if isinstance(value, float):
-            value = f"{value:.4g}" if key not in ("tgt_tokens_per_s", "elapsed_s") else f"{value:.0f}"
-        parts.append(f"{key} {value}")
-    return " | ".join(parts)
-
-
-class _Logger:
-    def __init__(self, run_dir: Path, *, enabled: bool):
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-
-    def line(self, text: str) -> None:
-        if self.enabled:
-            tqdm.write(text, file=sys.stdout)
-            sys.stdout.flush()
-
-    def metrics(self, record: dict) -> None:
-        if self.enabled:
-            try:
-                with open(self.path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            except OSError as e:
-                raise UserError(f"cannot write {self.path}: {e.strerror or e}; free disk space, then --resume "
-                                "(checkpoint_last.pt is intact)") from None
-
-
 # ---------------------------------------------------------------------------------------------
 # Setup
-
-
-def _setup_distributed(cfg: Config) -> Distributed:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device_name = cfg.train.device
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device is {cfg.train.device!r} but no CUDA GPU is available; use --set train.device=cpu")
-    if world_size == 1:
-        return Distributed(device=torch.device(device_name))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_name.startswith("cuda"):
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
-    else:
-        device = torch.device("cpu")
-        dist.init_process_group("gloo")
-    return Distributed(rank=rank, world_size=world_size, device=device)
-
-
-def _barrier(env: Distributed) -> None:
-    if env.world_size > 1:
-        dist.barrier()
-
-
-def _create_run_dir(run_dir: Path, cfg: Config, tokenizer_file: Path, *, overwrite: bool) -> None:
-    try:
-        if overwrite and run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-        shutil.copyfile(tokenizer_file, run_dir / "spm.model")
-    except OSError as e:
-        raise UserError(f"cannot set up run directory {run_dir}: {e.strerror or e}; "
-                        "free disk space or set train.out_dir to a writable place") from None
-
-
-def _check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start over an existing run (or to resume a missing one) before anything is written."""
-    exists = run_dir.exists() and any(run_dir.iterdir())
-    if exists and not (resume or overwrite):
-        raise UserError(f"run directory {run_dir} already exists: pass --resume to continue it, "
-                        "--overwrite to delete it and start afresh, or --set train.out_dir=NEW_DIR")
-    if resume and not exists:
-        raise UserError(f"--resume: run directory {run_dir} does not exist or is empty; start without --resume")
 
 
 def _build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:

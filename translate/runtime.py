@@ -1,0 +1,90 @@
+"""Process-level plumbing for training: devices and DDP, the run directory, stop signals."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from translate.config import Config, config_to_yaml
+from translate.errors import UserError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class StopSignals:
+    """SIGINT/SIGTERM ask the loop to save and stop after the current step."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self.exit_code = 0
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 130 if signum == signal.SIGINT else 0
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def setup_distributed(cfg: Config) -> Distributed:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device_name = cfg.train.device
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device is {cfg.train.device!r} but no CUDA GPU is available; use --set train.device=cpu")
+    if world_size == 1:
+        return Distributed(device=torch.device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_name.startswith("cuda"):
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return Distributed(rank=rank, world_size=world_size, device=device)
+
+
+def barrier(env: Distributed) -> None:
+    if env.world_size > 1:
+        dist.barrier()
+
+
+def create_run_dir(run_dir: Path, cfg: Config, tokenizer_file: Path, *, overwrite: bool) -> None:
+    try:
+        if overwrite and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        shutil.copyfile(tokenizer_file, run_dir / "spm.model")
+    except OSError as e:
+        raise UserError(f"cannot set up run directory {run_dir}: {e.strerror or e}; "
+                        "free disk space or set train.out_dir to a writable place") from None
+
+
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an existing run (or to resume a missing one) before anything is written."""
+    exists = run_dir.exists() and any(run_dir.iterdir())
+    if exists and not (resume or overwrite):
+        raise UserError(f"run directory {run_dir} already exists: pass --resume to continue it, "
+                        "--overwrite to delete it and start afresh, or --set train.out_dir=NEW_DIR")
+    if resume and not exists:
+        raise UserError(f"--resume: run directory {run_dir} does not exist or is empty; start without --resume")
