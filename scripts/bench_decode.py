@@ -39,7 +39,8 @@ import bench_common as common  # noqa: E402
 from translate import corpus as corpora  # noqa: E402
 from translate.beam import NEG_INF  # noqa: E402
 from translate.config import MODEL_PRESETS, ModelConfig  # noqa: E402
-from translate.evaluate import DecodeOptions, _length_batches, _pad, load_for_inference, translate_sentences  # noqa: E402
+from translate.evaluate import (DecodeOptions, encode_sources, load_for_inference, source_batches,  # noqa: E402
+                                translate_sentences)
 from translate.model import Transformer  # noqa: E402
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer  # noqa: E402
 
@@ -97,8 +98,7 @@ def model_dims(model: Transformer, vocab_size: int) -> dict:
 
 def source_ids(tokenizer: Tokenizer, sentences: list[str], max_positions: int) -> list[list[int]]:
     """As translate_sentences prepares them: normalised, tokenized, truncated to the position table."""
-    ids = tokenizer.encode([corpora.normalize(s) for s in sentences])
-    return [seq[: max_positions - 1] for seq in ids]
+    return encode_sources(tokenizer, sentences, max_source=max_positions - 1)
 
 
 def run_translate(model, tokenizer, sentences, *, options: DecodeOptions, device, forced: bool):
@@ -115,10 +115,9 @@ def run_translate(model, tokenizer, sentences, *, options: DecodeOptions, device
 def run_hf(hf_model, tokenizer, sentences, *, options: DecodeOptions, device, max_positions: int):
     """Hugging Face generate on translate's batches, forced to each batch's longest limit; returns tokens."""
     ids = source_ids(tokenizer, sentences, max_positions)
-    order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
     outputs, generated = [""] * len(sentences), 0
-    for batch in _length_batches(order, ids, options.batch_tokens):
-        src = _pad([ids[i] + [EOS_ID] for i in batch]).to(device)  # (B, S)
+    for batch, src in source_batches(ids, batch_tokens=options.batch_tokens):
+        src = src.to(device)  # (B, S)
         src_len = (src != PAD_ID).sum(1)
         n_new = min(int(options.max_len_a * int(src_len.max()) + options.max_len_b), max_positions - 1) + 1
         with torch.no_grad():

@@ -43,13 +43,13 @@ def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, max_tokens
         raise ValueError(f"a sentence of {int(padded.max())} padded tokens exceeds max_tokens={max_tokens}")
     tie_break = rng.random(len(padded)) if shuffle else np.arange(len(padded))
     order = np.lexsort((tie_break, padded))
-    batches = _pack(order, padded[order], max_tokens)
+    batches = pack_sorted(order, padded[order], max_tokens)
     if shuffle:
         rng.shuffle(batches)
     return batches
 
 
-def _pack(order: np.ndarray, sorted_padded: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+def pack_sorted(order: np.ndarray, sorted_padded: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """Cut the length-sorted `order` into consecutive runs that fit the budget.
 
     Lengths are sorted ascending, so a run starting at `start` with its last element at `end - 1`

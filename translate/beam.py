@@ -132,15 +132,17 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
         #    bound logprob / lp(max_len + 1) is the largest score any continuation can reach.
         can_improve = scores[:, 0] / best_possible_lp[active] > fin_score[active, K - 1]  # (A,)
         keep = can_improve & (max_len[active] > t)  # (A,)
-        # 5. Follow the surviving beams in the cache; drop the rows of done sentences.
-        rows = (torch.arange(A, device=device)[:, None] * K + beam)[keep].view(-1)  # (A'·K,)
-        if rows.numel() == 0:
+        n_keep = int(keep.sum())  # the step's one host sync
+        if n_keep == 0:
             break
-        if not bool(keep.all()):  # memory rows are identical within a sentence: reorder only on drops
+        # 5. Follow the surviving beams in the cache; drop the rows of done sentences.
+        rows = torch.arange(A, device=device)[:, None] * K + beam  # (A, K)
+        if n_keep < A:  # memory rows are identical within a sentence: reorder only on drops
+            rows = rows[keep]
             active, scores, seqs = active[keep], scores[keep], seqs[keep]
             memory = memory.view(A, K, *memory.shape[1:])[keep].flatten(0, 1)
             mask = mask.view(A, K, -1)[keep].flatten(0, 1)
-        cache.reorder(rows)
+        cache.reorder(rows.view(-1))  # (A'·K,)
         last = seqs[:, :, t].reshape(-1)  # (A'·K,)
 
     return _collect(fin_seqs, fin_len, fin_score, fin_logprob, nbest=nbest)
@@ -186,9 +188,10 @@ def greedy_search(model, src, src_pad_mask, *, max_len_a, max_len_b, bos_id, eos
         done = active[ended]
         out_seqs[done], out_len[done], out_logprob[done] = seqs[ended], t, logprob[ended]
         keep = ~ended
-        if not bool(keep.any()):
+        n_keep = int(keep.sum())  # the step's one host sync
+        if n_keep == 0:
             break
-        if not bool(keep.all()):
+        if n_keep < keep.numel():
             active, logprob, seqs, last = active[keep], logprob[keep], seqs[keep], last[keep]
             memory, mask = memory[keep], mask[keep]
             cache.reorder(keep.nonzero().squeeze(1))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from translate import corpus as corpora
+from translate.batching import pack_sorted
 from translate.beam import beam_search, greedy_search
 from translate.checkpoint import load_checkpoint
 from translate.config import Config, Source, config_from_dict
@@ -56,21 +57,37 @@ def translate_sentences(model: Transformer, tokenizer: Tokenizer, sentences: lis
 
     Sentences are sorted by length and decoded in batches of about `batch_tokens` source tokens.
     """
-    max_source = model.cfg.max_positions - 1  # room for EOS
+    ids = encode_sources(tokenizer, sentences, max_source=model.cfg.max_positions - 1, warn=warn)
+    outputs = [""] * len(sentences)
+    for batch, src in source_batches(ids, batch_tokens=options.batch_tokens):
+        hypotheses = _search(model, src.to(device), options)
+        for i, nbest in zip(batch, hypotheses):
+            outputs[i] = tokenizer.decode([nbest[0].tokens])[0]
+    return outputs
+
+
+def encode_sources(tokenizer: Tokenizer, sentences: list[str], *, max_source: int, warn=None) -> list[list[int]]:
+    """Piece ids of each normalised sentence, truncated to `max_source` (room for EOS) with a warning."""
     ids = tokenizer.encode([corpora.normalize(s) for s in sentences])
     for i, seq in enumerate(ids):
         if len(seq) > max_source:
             if warn:
                 warn(f"line {i + 1}: {len(seq)} source tokens, truncated to the model's limit of {max_source}")
             ids[i] = seq[:max_source]
-    outputs = [""] * len(sentences)
-    order = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))
-    for batch in _length_batches(order, ids, options.batch_tokens):
-        src = _pad([ids[i] + [EOS_ID] for i in batch]).to(device)
-        hypotheses = _search(model, src, options)
-        for i, nbest in zip(batch, hypotheses):
-            outputs[i] = tokenizer.decode([nbest[0].tokens])[0]
-    return outputs
+    return ids
+
+
+def source_batches(ids: list[list[int]], *, batch_tokens: int):
+    """Yield (indices, src (B, S)): the non-empty sentences sorted by length, packed as training
+    batches are (`batching.pack_sorted`), each row its ids + EOS, right-padded."""
+    order = np.array(sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i])), dtype=np.int64)
+    widths = np.array([len(ids[i]) + 1 for i in order], dtype=np.int64)
+    for batch in pack_sorted(order, widths, batch_tokens):
+        rows = [ids[i] + [EOS_ID] for i in batch]
+        src = np.full((len(rows), max(map(len, rows))), PAD_ID, dtype=np.int64)
+        for row, seq in enumerate(rows):
+            src[row, :len(seq)] = seq
+        yield batch.tolist(), torch.from_numpy(src)
 
 
 @torch.no_grad()
@@ -80,27 +97,6 @@ def _search(model: Transformer, src: torch.Tensor, options: DecodeOptions):
     if options.beam == 1:
         return greedy_search(model, src, src == PAD_ID, **common)
     return beam_search(model, src, src == PAD_ID, beam_size=options.beam, lenpen=options.lenpen, **common)
-
-
-def _length_batches(order: list[int], ids: list[list[int]], batch_tokens: int) -> list[list[int]]:
-    batches, current, longest = [], [], 0
-    for i in order:
-        width = max(longest, len(ids[i]) + 1)
-        if current and width * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, width = [], len(ids[i]) + 1
-        current.append(i)
-        longest = width
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _pad(seqs: list[list[int]]) -> torch.Tensor:
-    out = np.full((len(seqs), max(map(len, seqs))), PAD_ID, dtype=np.int64)
-    for row, seq in enumerate(seqs):
-        out[row, :len(seq)] = seq
-    return torch.from_numpy(out)
 
 
 # ---------------------------------------------------------------------------------------------

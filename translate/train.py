@@ -125,8 +125,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
 
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm or math.inf)
-            loss_ok = bool(torch.isfinite(sums[0]).all())
-            grads_ok = bool(torch.isfinite(grad_norm))
+            loss_ok, grads_ok = torch.stack([sums[0].isfinite(), grad_norm.isfinite()]).tolist()  # one host sync
             if loss_ok and grads_ok:
                 scaler.step(optimizer)
                 scaler.update()
