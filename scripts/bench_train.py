@@ -6,7 +6,10 @@ tied embeddings, dropout 0.1, label smoothing 0.1; bf16 autocast on CUDA; AdamW 
 token-bucketed batches (`translate.batching.make_batches`), eager and under torch.compile(dynamic=True):
 
     translate            translate.model.Transformer + translate.loss, the step of translate/train.py
-                         (autocast forward, loss sum / tokens, backward, clip, finite check, step)
+                         (autocast forward to decoder states, fused projection + loss over the non-pad
+                         targets, loss sum / tokens, backward, clip, finite check, step)
+    translate_unfused    the same with the loss before the fused projection: (B, T, V) logits, the
+                         reference loss on them (a lever measured in the same run; not a peer)
     hf_marian            transformers.MarianMTModel, loss F.cross_entropy(label_smoothing, ignore_index=pad)
     nn_transformer       torch.nn.Transformer (batch_first) + embeddings × √d, sinusoidal positions,
                          tied output projection, the same F.cross_entropy loss
@@ -44,10 +47,10 @@ from translate.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from translate.loss import label_smoothed_cross_entropy  # noqa: E402
 from translate.model import Transformer, sinusoidal_positions  # noqa: E402
 from translate.tokenizer import EOS_ID, PAD_ID  # noqa: E402
-from translate.train import _build_optimizer  # noqa: E402
+from translate.train import _build_optimizer, batch_loss  # noqa: E402
 
 SYSTEMS = ["translate", "translate_compiled", "hf_marian", "hf_marian_compiled", "nn_transformer",
-           "nn_transformer_compiled"]
+           "nn_transformer_compiled", "translate_unfused"]
 BASE = dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6, vocab_size=32000,
             max_tokens=25000, steps=50, warmup=10, matmul_n=8192)
 TINY = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, vocab_size=1000,
@@ -105,7 +108,7 @@ def synthetic_batches(*, vocab_size: int, max_tokens: int, count: int, seed: int
 # Systems: each builds (model, step function); step(batch) does one full optimizer step
 
 
-def translate_system(dims: dict, device: torch.device, autocast, *, compile_model: bool):
+def translate_system(dims: dict, device: torch.device, autocast, *, compile_model: bool, fused_loss: bool = True):
     model_cfg = ModelConfig(d_model=dims["d_model"], n_heads=dims["n_heads"], d_ff=dims["d_ff"],
                             n_encoder_layers=dims["n_encoder_layers"], n_decoder_layers=dims["n_decoder_layers"],
                             dropout=DROPOUT, attention_dropout=0.0, activation_dropout=0.0, norm_first=False,
@@ -115,14 +118,20 @@ def translate_system(dims: dict, device: torch.device, autocast, *, compile_mode
     optimizer = _build_optimizer(model, cfg, device)
     train_model = torch.compile(model, dynamic=True) if compile_model else model
 
+    def loss_sums(batch: Batch):
+        if fused_loss:  # train.py's: decoder states of non-pad targets -> fused projection + loss
+            return batch_loss(train_model, model.output_proj.weight, batch, epsilon=LABEL_SMOOTHING, autocast=autocast)
+        with autocast:  # before: (B, T, V) logits, then the reference loss (boolean-mask selection)
+            logits = train_model(batch.src, batch.tgt_in, batch.src == PAD_ID)
+        return label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=LABEL_SMOOTHING, pad_id=PAD_ID)
+
     def step(batch: Batch) -> torch.Tensor:  # translate/train.py's loop body, single process, no scaler (bf16)
         batch = batch.to(device)
-        with autocast:
-            logits = train_model(batch.src, batch.tgt_in, batch.src == PAD_ID)  # (B, T, V)
-        sums = label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=LABEL_SMOOTHING, pad_id=PAD_ID)
+        sums = loss_sums(batch)
         (sums.loss / batch.n_tgt_tokens).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        if bool(torch.isfinite(sums.loss)) and bool(torch.isfinite(grad_norm)):  # train.py's finite check
+        loss_ok, grads_ok = torch.stack([sums.loss.isfinite(), grad_norm.isfinite()]).tolist()  # train.py's one sync
+        if loss_ok and grads_ok:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return sums.nll.detach() / batch.n_tgt_tokens
@@ -201,7 +210,8 @@ def nn_transformer_system(dims: dict, device: torch.device, autocast, *, compile
                              dims["vocab_size"])
 
 
-BUILDERS = {"translate": translate_system, "hf_marian": hf_marian_system, "nn_transformer": nn_transformer_system}
+BUILDERS = {"translate": translate_system, "hf_marian": hf_marian_system, "nn_transformer": nn_transformer_system,
+            "translate_unfused": lambda *a, **k: translate_system(*a, **k, fused_loss=False)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,8 +315,7 @@ def main(argv=None) -> int:
         if len(batches) < count:
             sys.exit(f"error: only {len(batches)} synthetic batches for --warmup + --steps = {count}")
     if device.type == "cuda":
-        batches = [Batch(b.src.pin_memory(), b.tgt_in.pin_memory(), b.tgt_out.pin_memory(), b.n_tgt_tokens)
-                   for b in batches]
+        batches = [b.pin_memory() for b in batches]
 
     dims = {k: settings[k] for k in ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers",
                                      "vocab_size")}

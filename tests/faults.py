@@ -133,18 +133,18 @@ def gradient_fault(bad_calls: dict[int, float]):
 def loss_fault(bad_calls: dict[int, float]):
     """Multiply the logits by `value` on the given (0-based) training loss calls (a real NaN / Inf /
     garbage in the graph, not a flag)."""
-    real = train_module.label_smoothed_cross_entropy
+    real = train_module.linear_label_smoothed_cross_entropy
     calls = {"n": 0}
 
-    def poisoned(logits, target, **kwargs):
+    def poisoned(hidden, weight, target, **kwargs):
         if torch.is_grad_enabled():
             value = bad_calls.get(calls["n"])
             calls["n"] += 1
             if value is not None:
-                logits = logits * value
-        return real(logits, target, **kwargs)
+                hidden = hidden * value  # the logits, linear in hidden, scale with it
+        return real(hidden, weight, target, **kwargs)
 
-    with mock.patch.object(train_module, "label_smoothed_cross_entropy", poisoned):
+    with mock.patch.object(train_module, "linear_label_smoothed_cross_entropy", poisoned):
         yield
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from translate.loss import label_smoothed_cross_entropy
+from translate.loss import label_smoothed_cross_entropy, linear_label_smoothed_cross_entropy
 
 PAD = 0
 
@@ -92,3 +92,58 @@ def test_gradient_of_padded_rows_is_zero():
     assert torch.all(grad[target != PAD].abs().sum(-1) > 0)
     # Each real row's gradient is softmax − smoothed target, which sums to zero over the vocabulary.
     torch.testing.assert_close(grad[target != PAD].sum(-1), torch.zeros(20), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fused projection + loss used in training equals the reference on materialised logits.
+
+
+def projection_data(seed=5, N=37, D=6, V=13, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    hidden = (torch.randn(N, D, generator=g) * 2).to(dtype).requires_grad_(True)
+    weight = torch.randn(V, D, generator=g).to(dtype).requires_grad_(True)
+    target = torch.randint(1, V, (N,), generator=g)
+    return hidden, weight, target
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("chunk_rows", [1, 5, 37, 1000])  # one row per chunk, a ragged last chunk, one chunk
+def test_fused_projection_loss_equals_reference_loss_and_gradients(epsilon, chunk_rows):
+    hidden, weight, target = projection_data()
+    reference = label_smoothed_cross_entropy(hidden @ weight.T, target, epsilon=epsilon, pad_id=PAD)
+    upstream = 0.37  # the 1 / tokens (× loss scale) that training multiplies by
+    ref_grads = torch.autograd.grad(reference.loss * upstream, (hidden, weight))
+    fused = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=epsilon, chunk_rows=chunk_rows)
+    grads = torch.autograd.grad(fused.loss * upstream, (hidden, weight))
+    for name in ("loss", "nll"):
+        torch.testing.assert_close(getattr(fused, name), getattr(reference, name), rtol=1e-6, atol=1e-5)
+    assert fused.n_tokens.item() == reference.n_tokens.item() == 37
+    assert fused.n_correct.item() == reference.n_correct.item()
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_projection_loss_is_exact_in_float64():
+    hidden, weight, target = projection_data(dtype=torch.float64)
+    fused = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=8)
+    expected = F.cross_entropy(hidden @ weight.T, target, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(fused.loss, expected, rtol=1e-12, atol=1e-12)
+    got = torch.autograd.grad(fused.loss, (hidden, weight))
+    want = torch.autograd.grad(expected, (hidden, weight))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_projection_loss_without_gradients_and_in_bfloat16():
+    hidden, weight, target = projection_data()
+    with torch.no_grad():
+        plain = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=4)
+        reference = label_smoothed_cross_entropy(hidden @ weight.T, target, epsilon=0.1, pad_id=PAD)
+    assert not plain.loss.requires_grad
+    torch.testing.assert_close(plain.loss, reference.loss)
+    # bf16 matmuls (as under autocast), float32 sums, gradients in the inputs' own dtype.
+    low = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, compute_dtype=torch.bfloat16)
+    assert low.loss.dtype == torch.float32
+    torch.testing.assert_close(low.loss, reference.loss, rtol=2e-2, atol=0)
+    grad_hidden, grad_weight = torch.autograd.grad(low.loss, (hidden, weight))
+    assert grad_hidden.dtype == grad_weight.dtype == torch.float32

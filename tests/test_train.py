@@ -72,17 +72,17 @@ def test_resume_with_a_different_model_shape_names_the_field(tmp_path):
 
 def _inject(monkeypatch, bad_calls: set[int], value=float("nan")):
     """Make the loss non-finite on the given (0-based) training loss calls: a real NaN in the graph."""
-    real = train_module.label_smoothed_cross_entropy
+    real = train_module.linear_label_smoothed_cross_entropy
     calls = {"n": 0}
 
-    def poisoned(logits, target, **kwargs):
+    def poisoned(hidden, weight, target, **kwargs):
         if torch.is_grad_enabled():
             if calls["n"] in bad_calls:
-                logits = logits * value
+                hidden = hidden * value  # the logits, linear in hidden, scale with it
             calls["n"] += 1
-        return real(logits, target, **kwargs)
+        return real(hidden, weight, target, **kwargs)
 
-    monkeypatch.setattr(train_module, "label_smoothed_cross_entropy", poisoned)
+    monkeypatch.setattr(train_module, "linear_label_smoothed_cross_entropy", poisoned)
 
 
 def test_nan_steps_are_skipped_counted_and_do_not_advance_the_schedule(tmp_path, monkeypatch):

@@ -9,6 +9,8 @@ similar lengths and padding stays low, then the batch order is shuffled.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,10 +27,19 @@ class Batch:
     tgt_in: torch.Tensor  # (B, T) BOS + target ids, right-padded
     tgt_out: torch.Tensor  # (B, T) target ids + EOS, right-padded
     n_tgt_tokens: int  # non-pad tokens in tgt_out
+    # Where the non-pad targets are, computed on the host so that the loss can select them on the
+    # device without a boolean mask (whose result size would cost a device-to-host sync).
+    target_index: torch.Tensor  # (N,) positions of non-pad tokens in tgt_out.flatten()
+    targets: torch.Tensor  # (N,) tgt_out.flatten()[target_index]
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
-                     self.tgt_out.to(device, non_blocking=True), self.n_tgt_tokens)
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)),
+                     self.n_tgt_tokens, *(t.to(device, non_blocking=True) for t in (self.target_index, self.targets)))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked host copies, so that `to(cuda)` copies asynchronously."""
+        return Batch(*(t.pin_memory() for t in (self.src, self.tgt_in, self.tgt_out)), self.n_tgt_tokens,
+                     self.target_index.pin_memory(), self.targets.pin_memory())
 
 
 def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, max_tokens: int, seed: int,
@@ -109,4 +120,57 @@ def collate(src_seqs: list[np.ndarray], tgt_seqs: list[np.ndarray]) -> Batch:
         tgt_out[i, :len(t)] = t
         tgt_out[i, len(t)] = EOS_ID
         n_tgt += len(t) + 1
-    return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), n_tgt)
+    target_index = np.flatnonzero(tgt_out != PAD_ID)
+    return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), n_tgt,
+                 torch.from_numpy(target_index), torch.from_numpy(tgt_out.reshape(-1)[target_index]))
+
+
+class BatchStream:
+    """One rank's collated batches of every epoch, addressed by (epoch, position).
+
+    The batch after the one just handed out is collated (and pinned, for asynchronous copies to
+    the GPU) in a background thread while the device computes, so the Python padding loop is off
+    the training step's critical path. What a (epoch, position) holds is a pure function of
+    (seed, epoch, rank, world size): prefetching changes nothing in what is trained on.
+    """
+
+    def __init__(self, corpus, *, max_tokens: int, seed: int, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False):
+        self.corpus = corpus  # src_lengths, tgt_lengths, src(i), tgt(i), as data.TokenizedCorpus
+        self.max_tokens, self.seed, self.rank, self.world_size = max_tokens, seed, rank, world_size
+        self.pin_memory = pin_memory
+        self._epochs: dict[int, list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collate")
+        self._ahead: tuple[tuple[int, int], Future] | None = None
+
+    def count(self, epoch: int) -> int:
+        """Number of this rank's batches in `epoch`."""
+        return len(self._epoch(epoch))
+
+    def get(self, epoch: int, position: int) -> Batch:
+        """The batch at `position` of `epoch`; starts preparing the following one."""
+        if self._ahead is not None and self._ahead[0] == (epoch, position):
+            batch = self._ahead[1].result()
+        else:
+            batch = self._collate(epoch, position)
+        following = (epoch, position + 1) if position + 1 < self.count(epoch) else (epoch + 1, 0)
+        self._ahead = (following, self._pool.submit(self._collate, *following))
+        return batch
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _epoch(self, epoch: int) -> list[np.ndarray]:
+        with self._lock:
+            if epoch not in self._epochs:
+                batches = make_batches(self.corpus.src_lengths, self.corpus.tgt_lengths,
+                                       max_tokens=self.max_tokens, seed=self.seed, epoch=epoch)
+                self._epochs = {e: b for e, b in self._epochs.items() if e >= epoch - 1}  # keep two
+                self._epochs[epoch] = shard(batches, rank=self.rank, world_size=self.world_size)
+            return self._epochs[epoch]
+
+    def _collate(self, epoch: int, position: int) -> Batch:
+        idx = self._epoch(epoch)[position]
+        batch = collate([self.corpus.src(i) for i in idx], [self.corpus.tgt(i) for i in idx])
+        return batch.pin_memory() if self.pin_memory else batch

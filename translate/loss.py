@@ -46,3 +46,85 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, 
         n_tokens=keep.sum(),
         n_correct=(logits.argmax(dim=-1) == target).sum(),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: the output projection and the loss fused, chunk by chunk
+
+CHUNK_ELEMENTS = 1 << 27  # float32 logits per chunk: 512 MB (4096 rows at V = 32k)
+
+
+def linear_label_smoothed_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, *,
+                                        epsilon: float, compute_dtype: torch.dtype | None = None,
+                                        chunk_rows: int | None = None) -> LossSums:
+    """The loss of `logits = hidden @ weight.T` without ever holding all the logits.
+
+    hidden (N, D): final decoder states of the N non-pad target tokens only (the caller selects
+    them with `Batch.target_index`, computed on the host, so no device sync is needed);
+    weight (V, D): the output projection; target (N,). The matrix products run in `compute_dtype`
+    (bf16 under mixed precision, as autocast would), everything after them in float32.
+
+    Equal to `label_smoothed_cross_entropy(hidden @ weight.T, target)` (tests/test_loss.py), but the
+    (N, V) float32 logits exist one chunk of rows at a time: at N = 25k, V = 32k that is 0.5 GB
+    instead of ~10 GB for logits, log-probabilities and their gradient. With gradients enabled the
+    gradient is computed in the same pass (dloss/dlogits = softmax − q, q the smoothed target), as
+    fused linear + cross-entropy kernels do, so the chunk's logits are never recomputed.
+    """
+    compute_dtype = compute_dtype or hidden.dtype
+    chunk_rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.shape[0])
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        loss, nll, n_correct = _LinearSmoothedCrossEntropy.apply(hidden, weight, target, epsilon, compute_dtype,
+                                                                 chunk_rows)
+    else:
+        loss, nll, n_correct, _, _ = _chunked_loss(hidden, weight, target, epsilon, compute_dtype, chunk_rows,
+                                                   with_grad=False)
+    n_tokens = torch.tensor(target.numel(), device=target.device)
+    return LossSums(loss=loss, nll=nll, n_tokens=n_tokens, n_correct=n_correct)
+
+
+def _chunked_loss(hidden, weight, target, epsilon: float, compute_dtype, chunk_rows: int, *, with_grad: bool):
+    """Loss sums and, with_grad, d(loss sum)/d(hidden) (N, D) and d(loss sum)/d(weight) (V, D), in float32."""
+    N, V = hidden.shape[0], weight.shape[0]
+    w = weight.to(compute_dtype)
+    exact = torch.promote_types(compute_dtype, torch.float32)  # float32, or float64 when computing in it
+    sums = torch.zeros(3, dtype=exact, device=hidden.device)  # loss, nll, n_correct
+    grad_hidden = torch.empty(hidden.shape, dtype=exact, device=hidden.device) if with_grad else None
+    grad_weight = torch.zeros(weight.shape, dtype=exact, device=weight.device) if with_grad else None
+    for start in range(0, N, chunk_rows):
+        h = hidden[start : start + chunk_rows].to(compute_dtype)  # (n, D)
+        t = target[start : start + chunk_rows]  # (n,)
+        logits = (h @ w.T).to(exact)  # (n, V)
+        log_z = logits.logsumexp(dim=-1)  # (n,)
+        nll = log_z - logits.gather(-1, t[:, None]).squeeze(-1)  # −log p_y
+        smooth = log_z - logits.mean(dim=-1)  # mean_v(−log p_v)
+        correct = (logits.argmax(dim=-1) == t).sum()
+        sums += torch.stack([((1.0 - epsilon) * nll + epsilon * smooth).sum(), nll.sum(), correct.to(exact)])
+        if with_grad:
+            # d/dlogits of (1 − ε)(−log p_y) + ε·mean_v(−log p_v) = p − (1 − ε)·onehot(y) − ε/V, in place.
+            grad = logits.sub_(log_z[:, None]).exp_().sub_(epsilon / V)
+            grad.scatter_add_(-1, t[:, None], grad.new_full((t.numel(), 1), -(1.0 - epsilon)))
+            grad = grad.to(compute_dtype)
+            grad_hidden[start : start + chunk_rows] = grad @ w
+            grad_weight += grad.T @ h
+    loss, nll, n_correct = sums.unbind()
+    return loss, nll, n_correct.long(), grad_hidden, grad_weight
+
+
+class _LinearSmoothedCrossEntropy(torch.autograd.Function):
+    """Forward computes the loss sums and their gradients; backward scales them by the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target, epsilon, compute_dtype, chunk_rows):
+        loss, nll, n_correct, grad_hidden, grad_weight = _chunked_loss(
+            hidden, weight, target, epsilon, compute_dtype, chunk_rows, with_grad=True)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        ctx.mark_non_differentiable(nll, n_correct)
+        return loss, nll, n_correct
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_nll, _grad_correct):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        hidden_dtype, weight_dtype = ctx.dtypes
+        return ((grad_hidden * grad_loss).to(hidden_dtype), (grad_weight * grad_loss).to(weight_dtype),
+                None, None, None, None)

@@ -291,10 +291,15 @@ class Transformer(nn.Module):
         """tgt (B, T) -> logits (B, T, V); see `decode_hidden`."""
         return self.project(self.decode_hidden(tgt, memory, src_pad_mask, cache))
 
-    def forward(self, src, tgt_in, src_pad_mask) -> torch.Tensor:
-        """Teacher forcing: src (B, S), tgt_in (B, T) = BOS + target[:-1] -> logits (B, T, V)."""
+    def forward(self, src, tgt_in, src_pad_mask, *, return_hidden: bool = False) -> torch.Tensor:
+        """Teacher forcing: src (B, S), tgt_in (B, T) = BOS + target[:-1] -> logits (B, T, V).
+
+        return_hidden: the final decoder states (B, T, D) instead, for the training loss, which
+        applies the output projection itself (loss.linear_label_smoothed_cross_entropy).
+        """
         memory = self.encode(src, src_pad_mask)
-        return self.decode(tgt_in, memory, src_pad_mask)
+        hidden = self.decode_hidden(tgt_in, memory, src_pad_mask)
+        return hidden if return_hidden else self.project(hidden)
 
     def new_cache(self, batch_size: int, max_len: int, memory: torch.Tensor, src_pad_mask: torch.Tensor
                   ) -> DecoderCache:

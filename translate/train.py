@@ -23,12 +23,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from translate.batching import Batch, collate, make_batches, shard
+from translate.batching import Batch, BatchStream, collate, make_batches, shard
 from translate.checkpoint import copy_checkpoint, load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare
 from translate.errors import UserError
-from translate.loss import label_smoothed_cross_entropy
+from translate.loss import LossSums, linear_label_smoothed_cross_entropy
 from translate.metrics import Interval, RunLogger, format_perplexity, format_record
 from translate.model import Transformer
 from translate.runtime import Distributed, StopSignals, barrier, check_run_dir, create_run_dir, setup_distributed
@@ -121,7 +121,8 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
 
             step_batches = [batches.next(state) for _ in range(cfg.train.update_freq)]
             n_tokens = _global_token_count(step_batches, env)
-            sums = _forward_backward(train_model, step_batches, cfg, env, autocast, scaler, n_tokens)
+            sums = _forward_backward(train_model, model.output_proj.weight, step_batches, cfg, env, autocast, scaler,
+                                     n_tokens)
 
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm or math.inf)
@@ -157,6 +158,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     finally:
         bar.close()
         stop.restore()
+        batches.stream.close()
 
     if stop.signal_name:  # asked to stop: save promptly, no validation
         _save(run_dir, "checkpoint_last.pt", model, optimizer, scaler, state, cfg, tokenizer, start_time, env)
@@ -173,8 +175,23 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
 # One step
 
 
-def _forward_backward(train_model, step_batches: list[Batch], cfg: Config, env: Distributed, autocast, scaler,
-                      n_tokens: int) -> torch.Tensor:
+def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: float, autocast) -> LossSums:
+    """Teacher-forced loss sums of one batch (on the model's device).
+
+    The model returns decoder states; only the non-pad ones (batch.target_index) go through the
+    output projection and the loss, fused, so the (tokens × vocabulary) float32 logits are never
+    held whole. `model` may be the DDP / compiled wrapper; `output_weight` is the projection matrix.
+    """
+    with autocast:
+        hidden = model(batch.src, batch.tgt_in, batch.src == PAD_ID, return_hidden=True)  # (B, T, D)
+    hidden = hidden.flatten(0, 1).index_select(0, batch.target_index)  # (N, D) non-pad targets only
+    compute_dtype = autocast.fast_dtype if isinstance(autocast, torch.autocast) else None  # matmuls as autocast's
+    return linear_label_smoothed_cross_entropy(hidden, output_weight, batch.targets, epsilon=epsilon,
+                                               compute_dtype=compute_dtype)
+
+
+def _forward_backward(train_model, output_weight: torch.Tensor, step_batches: list[Batch], cfg: Config,
+                      env: Distributed, autocast, scaler, n_tokens: int) -> torch.Tensor:
     """Accumulate gradients over the step's batches; returns (loss_sum, nll_sum, n_correct) on device.
 
     Gradients are of the loss summed over the step's target tokens on all ranks, divided by that
@@ -187,9 +204,7 @@ def _forward_backward(train_model, step_batches: list[Batch], cfg: Config, env: 
         last = i == len(step_batches) - 1
         sync = nullcontext() if last or env.world_size == 1 else train_model.no_sync()
         with sync:
-            with autocast:
-                logits = train_model(batch.src, batch.tgt_in, batch.src == PAD_ID)  # (B, T, V)
-            sums = label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=cfg.train.label_smoothing, pad_id=PAD_ID)
+            sums = batch_loss(train_model, output_weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast)
             scaler.scale(sums.loss / denominator).backward()
         totals += torch.stack([sums.loss.detach(), sums.nll.detach(), sums.n_correct.detach().float()])
     return totals
@@ -275,9 +290,7 @@ def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Dist
     totals = torch.zeros(4, dtype=torch.float64, device=env.device)
     for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
         batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(env.device)
-        with autocast:
-            logits = model(batch.src, batch.tgt_in, batch.src == PAD_ID)
-        sums = label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=cfg.train.label_smoothing, pad_id=PAD_ID)
+        sums = batch_loss(model, model.output_proj.weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast)
         totals += torch.stack([sums.loss, sums.nll, sums.n_tokens, sums.n_correct]).double()
     if env.world_size > 1 and len(batches) >= env.world_size:
         dist.all_reduce(totals)
@@ -385,33 +398,25 @@ def _stop_reason(cfg: Config, state: TrainState, batches: "_EpochBatches", start
 
 
 class _EpochBatches:
-    """This rank's batches of each epoch, built on demand; advances `state.epoch/position`."""
+    """The training stream seen through the run's state: `next` advances `state.epoch/position`."""
 
     def __init__(self, corpus: TokenizedCorpus, cfg: Config, env: Distributed):
-        self.corpus, self.cfg, self.env = corpus, cfg, env
-        self._epoch, self._batches = -1, []
-
-    def batches(self, epoch: int) -> list[np.ndarray]:
-        if epoch != self._epoch:
-            all_batches = make_batches(self.corpus.src_lengths, self.corpus.tgt_lengths,
-                                       max_tokens=self.cfg.train.max_tokens, seed=self.cfg.train.seed, epoch=epoch)
-            self._batches = shard(all_batches, rank=self.env.rank, world_size=self.env.world_size)
-            if not self._batches:
-                raise UserError(f"the training corpus gives {len(all_batches)} batches, fewer than the "
-                                f"{self.env.world_size} processes; lower train.max_tokens")
-            self._epoch = epoch
-        return self._batches
+        self.stream = BatchStream(corpus, max_tokens=cfg.train.max_tokens, seed=cfg.train.seed, rank=env.rank,
+                                  world_size=env.world_size, pin_memory=env.device.type == "cuda")
+        if self.stream.count(0) == 0:
+            raise UserError(f"the training corpus gives fewer batches than the {env.world_size} processes; "
+                            "lower train.max_tokens")
 
     def epoch_of(self, state: TrainState) -> int:
         """The epoch the next batch comes from (a finished epoch counts as done)."""
-        return state.epoch + (state.position >= len(self.batches(state.epoch)))
+        return state.epoch + (state.position >= self.stream.count(state.epoch))
 
     def next(self, state: TrainState) -> Batch:
-        if state.position >= len(self.batches(state.epoch)):
+        if state.position >= self.stream.count(state.epoch):
             state.epoch, state.position = state.epoch + 1, 0
-        idx = self.batches(state.epoch)[state.position]
+        batch = self.stream.get(state.epoch, state.position)
         state.position += 1
-        return collate([self.corpus.src(i) for i in idx], [self.corpus.tgt(i) for i in idx])
+        return batch
 
 
 # ---------------------------------------------------------------------------------------------
