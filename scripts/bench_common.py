@@ -101,16 +101,18 @@ def matmul_peak_flops(device: torch.device, *, n: int, dtype: torch.dtype, repea
     return 2 * n ** 3 * repeats / timer.seconds
 
 
-def marian_config(dims: dict, *, dropout: float, max_positions: int):
+def marian_config(dims: dict, *, dropout: float, max_positions: int, attention_dropout: float = 0.0,
+                  activation_dropout: float = 0.0):
     """A MarianConfig of the same size as translate's Transformer: post-norm, ReLU, tied joint embeddings,
-    embeddings × √d, sinusoidal positions, SDPA attention; translate's special ids (pad 0, BOS 2, EOS 3)."""
+    embeddings × √d, sinusoidal positions, SDPA attention; translate's special ids (pad 0, BOS 2, EOS 3).
+    The three dropouts mean what translate's ModelConfig fields of the same names mean."""
     from transformers import MarianConfig
     return MarianConfig(
         vocab_size=dims["vocab_size"], d_model=dims["d_model"],
         encoder_layers=dims["n_encoder_layers"], decoder_layers=dims["n_decoder_layers"],
         encoder_attention_heads=dims["n_heads"], decoder_attention_heads=dims["n_heads"],
         encoder_ffn_dim=dims["d_ff"], decoder_ffn_dim=dims["d_ff"], activation_function="relu",
-        dropout=dropout, attention_dropout=0.0, activation_dropout=0.0,
+        dropout=dropout, attention_dropout=attention_dropout, activation_dropout=activation_dropout,
         max_position_embeddings=max_positions, share_encoder_decoder_embeddings=True, scale_embedding=True,
         tie_word_embeddings=True, pad_token_id=0, eos_token_id=3, bos_token_id=2,
         decoder_start_token_id=2, forced_eos_token_id=None, attn_implementation="sdpa")
