@@ -1,8 +1,10 @@
 """Build docs/RESULTS.md and docs/figures/*.png from the label-smoothing runs under results/.
 
 Every number in the report is read from the files under --results (metrics JSON lines, eval and
-calibration JSON, training logs); the only constants here are the provenance of the runs (device,
-commands) and the published reference numbers of Vaswani et al. (2017), Table 3.
+calibration JSON, training logs, the peer's summary, the training benchmark); the only constants
+here are the provenance of the runs (device, commands) and the published reference numbers of
+Vaswani et al. (2017), Table 3. Loading, statistics and formatting live in scripts/report_common.py,
+the comparison with the Hugging Face peer in scripts/report_peer.py.
 
     python scripts/reproduce_label_smoothing.py [--results results] [--output docs/RESULTS.md]
                                                 [--figures docs/figures]
@@ -11,206 +13,36 @@ commands) and the published reference numbers of Vaswani et al. (2017), Table 3.
 from __future__ import annotations
 
 import argparse
-import enum
-import json
 import math
 import os
-import re
 import statistics
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report_common import (  # noqa: E402
+    DASH, Bench, Change, Peer, Run, Smoke, Stat, Verdict, arms, averaged_steps, best_record, compare,
+    describe_change, fmt, fmt_int, fmt_lr, fmt_stat, gain_over_last_interval, identical_prefix, load_bench, load_peer,
+    load_smoke, load_track, markdown_table, mean_std, median_tokens_per_s, pool_bins, shared_steps,
+    value_at_step)
+from report_peer import (headline, in_budget_steps, parameter_note, peer_reading, peer_table, speed_ratio_table,
+                         systems)  # noqa: E402
 
 DEVICE = "one NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)"
 # Vaswani et al. 2017, Table 3, newstest2013 dev, single runs: epsilon -> (dev PPL, dev BLEU).
 VASWANI = {0.0: (4.67, 25.3), 0.1: (4.92, 25.8), 0.2: (5.47, 25.7)}
-DASH = "–"
+# How the v3 folder was produced ($W = the results folder); {budget} is its train.max_time.
+V3_COMMANDS = """\
+export TRANSLATE_DATA=$PWD/.data
+python3 -m translate prepare --config configs/trainmix_base.yaml
+python3 scripts/peer_marian.py --config configs/trainmix_base.yaml --max-time {budget} --output $W/peer_marian.json --hyp $W/hyp_peer_marian.txt --metrics $W/metrics_peer_marian.jsonl &   # concurrently with:
+OUT=$W RUNS=/tmp/runs MODE=train bash scripts/gpu_ls_trainmix.sh {budget}
+OUT=$W RUNS=/tmp/runs MODE=eval bash scripts/gpu_ls_trainmix.sh     # afterwards: best + average of last 3 numbered checkpoints, beam 4 α 0.6, calibration"""
+BENCH_TRAIN = Path("bench") / "train_a.json"     # under --results: scripts/bench_train.py on the same GPU
 
 
-# ---------------------------------------------------------------- loading
-
-
-@dataclass
-class Run:
-    """One training run: its metrics records and the eval / calibration JSON of its checkpoints."""
-
-    folder: Path                           # the results folder it was read from
-    tag: str                               # "ls0.1_s2": files are metrics_{tag}.jsonl, train_{tag}.log
-    eps: float
-    seed: int
-    train: list[dict]                      # kind == "train" records, in order
-    valid: list[dict]                      # kind == "valid" records, in order
-    evals: dict[str, dict] = field(default_factory=dict)    # "best" / "avg" -> eval JSON
-    calibs: dict[str, dict] = field(default_factory=dict)   # "best" / "avg" -> calibration JSON
-
-    @property
-    def steps(self) -> int:
-        return max(r["step"] for r in self.train + self.valid)
-
-    @property
-    def train_seconds(self) -> float:
-        """elapsed_s of the last logged train record (training stops a few steps later)."""
-        return self.train[-1]["elapsed_s"]
-
-    @property
-    def best_step(self) -> int:
-        return min(self.valid, key=lambda r: r["nll"])["step"]
-
-    def config(self, key: str) -> str | None:
-        """A value (`train.max_time`) of the resolved config printed at the top of the run's log."""
-        return log_config_value(self.folder / f"train_{self.tag}.log", key)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def load_run(folder: Path, *, eps: float, seed: int, tag: str) -> Run:
-    """Reads metrics_{tag}.jsonl, eval[_best|_avg]_{tag}.json and calib[_best|_avg]_{tag}.json."""
-    records = read_jsonl(folder / f"metrics_{tag}.jsonl")
-    run = Run(folder=folder, tag=tag, eps=eps, seed=seed, train=[r for r in records if r["kind"] == "train"],
-              valid=[r for r in records if r["kind"] == "valid"])
-    for prefix, store in (("eval", run.evals), ("calib", run.calibs)):
-        for name, file in (("best", f"{prefix}_{tag}.json"), ("best", f"{prefix}_best_{tag}.json"),
-                           ("avg", f"{prefix}_avg_{tag}.json")):
-            if (folder / file).exists():
-                store[name] = json.loads((folder / file).read_text())
-    return run
-
-
-def load_track(folder: Path) -> list[Run]:
-    """All runs of a results folder, sorted by (eps, seed); metrics_ls{eps}[_s{seed}].jsonl."""
-    runs = []
-    for path in folder.glob("metrics_ls*.jsonl"):
-        match = re.fullmatch(r"metrics_(ls([\d.]+)(?:_s(\d+))?)\.jsonl", path.name)
-        if match:
-            tag, eps, seed = match.groups()
-            seed = seed or log_config_value(folder / f"train_{tag}.log", "train.seed")
-            runs.append(load_run(folder, eps=float(eps), seed=int(seed), tag=tag))
-    return sorted(runs, key=lambda r: (r.eps, r.seed))
-
-
-def log_config_value(log: Path, key: str) -> str | None:
-    """`train.seed` -> its value in the resolved config that `translate train` prints at the top of
-    its log (a YAML dump: `train:` then indented `  seed: 1`; `data.train.seed` is another key)."""
-    section, name = key.split(".")
-    block = re.search(rf"^{section}:\n((?:[ ].*\n)*)", log.read_text(), flags=re.MULTILINE)
-    value = block and re.search(rf"^  {name}: (.+)$", block.group(1), flags=re.MULTILINE)
-    return value.group(1).strip() if value else None
-
-
-def parse_log_line(line: str) -> dict[str, float] | None:
-    """`step 25 | loss 10.18 | ... | peak_gpu_gb 18.25` -> {"step": 25.0, "loss": 10.18, ...}."""
-    if not line.startswith("step "):
-        return None
-    fields = (part.split() for part in line.split("|"))
-    return {f[0]: float(f[1]) for f in fields if len(f) == 2}
-
-
-def averaged_steps(run: Run) -> list[int]:
-    """Steps of the checkpoints averaged into avg.pt: from eval.out when it says, else the last
-    train.keep_last multiples of train.save_every (what `average --last keep_last` picks)."""
-    out = run.folder / "eval.out"
-    if out.exists():
-        match = re.search(r"averaged \d+ checkpoints \(([^)]*)\)", out.read_text())
-        if match:
-            return [int(s) for s in re.findall(r"step(\d+)", match.group(1))]
-    every, keep = int(run.config("train.save_every")), int(run.config("train.keep_last"))
-    return list(range(every, run.steps + 1, every))[-keep:]
-
-
-# ---------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    std: float          # sample standard deviation (n - 1); nan when n < 2
-    n: int
-
-
-class Verdict(enum.Enum):
-    BETTER = "better"
-    WORSE = "worse"
-    UNCHANGED = "unchanged"
-
-
-@dataclass(frozen=True)
-class Change:
-    base: Stat
-    other: Stat
-    delta: float                  # other.mean - base.mean
-    verdict: Verdict
-    beyond_spread: bool | None    # |delta| > larger std of the two; None with a single seed
-
-
-def mean_std(values: list[float]) -> Stat:
-    n = len(values)
-    return Stat(statistics.fmean(values), statistics.stdev(values) if n > 1 else math.nan, n)
-
-
-def compare(base: Stat, other: Stat, *, lower_is_better: bool) -> Change:
-    """The change from `base` to `other`, judged against the seed spread: a difference no larger
-    than the larger of the two standard deviations is noise at n = 3."""
-    delta = other.mean - base.mean
-    if delta == 0:
-        verdict = Verdict.UNCHANGED
-    else:
-        verdict = Verdict.BETTER if (delta < 0) == lower_is_better else Verdict.WORSE
-    spread = max(base.std, other.std)
-    beyond = None if math.isnan(spread) else abs(delta) > spread
-    return Change(base, other, delta, verdict, beyond)
-
-
-def describe_change(what: str, change: Change, *, digits: int) -> str:
-    """One sentence: 'test BLEU is better (37.05 → 37.21, Δ +0.16), within the seed spread ...'."""
-    f = f"{{:.{digits}f}}"
-    text = (f"{what} is {change.verdict.value} ({f.format(change.base.mean)} → "
-            f"{f.format(change.other.mean)}, Δ {change.delta:+.{digits}f})")
-    stds = f"std {f.format(change.base.std)} / {f.format(change.other.std)}"
-    if change.beyond_spread is None:
-        return text + ", from a single seed, so no spread to judge it against"
-    if change.beyond_spread:
-        return text + f", larger than the seed spread ({stds})"
-    return text + f", within the seed spread ({stds}): noise at n = {change.other.n}"
-
-
-def gain_over_last_interval(valid: list[dict], key: str) -> tuple[float, int]:
-    """(change of `key`, steps between) from the last validation at least one eval interval (the
-    median step gap) before the final one, to the final one. An extra validation a few steps after
-    the previous one (at the time limit) is thereby compared with a real interval, not with noise."""
-    steps = [r["step"] for r in valid]
-    interval = statistics.median(b - a for a, b in zip(steps, steps[1:]))
-    earlier = [r for r in valid if r["step"] <= steps[-1] - interval][-1]
-    return valid[-1][key] - earlier[key], steps[-1] - earlier["step"]
-
-
-def pool_bins(bins: list[dict]) -> tuple[list[int], list[float], list[float]]:
-    """Reliability bins of several runs pooled by count: (count, accuracy, confidence) per bin."""
-    counts = [sum(c) for c in zip(*(b["count"] for b in bins))]
-
-    def pooled(key):
-        sums = [sum(n * v for n, v in zip(ns, vs)) for ns, vs in
-                zip(zip(*(b["count"] for b in bins)), zip(*(b[key] for b in bins)))]
-        return [s / n if n else math.nan for s, n in zip(sums, counts)]
-
-    return counts, pooled("accuracy"), pooled("confidence")
-
-
-# ---------------------------------------------------------------- formatting
-
-
-def fmt(value: float | None, digits: int) -> str:
-    return DASH if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
-def fmt_stat(stat: Stat, digits: int) -> str:
-    return f"{stat.mean:.{digits}f} ± {stat.std:.{digits}f}"
-
-
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+# ---------------------------------------------------------------- per-run tables
 
 
 # Per-run quantities of the Multi30k track: (header, getter, digits).
@@ -260,7 +92,7 @@ def newstest_table(runs: list[Run]) -> str:
     head += ["ECE", "dev accuracy", "mean confidence", "mean entropy"] if has_calib else []
     head += ["decode sent/s"]
     rows = []
-    for run in sorted(runs, key=lambda r: -r.eps):
+    for run in arms(runs):
         for name in ("best", "avg"):
             calib, ev = run.calibs.get(name), run.evals[name]
             if name == "best":
@@ -282,71 +114,100 @@ def newstest_table(runs: list[Run]) -> str:
 # ---------------------------------------------------------------- plots
 
 
-def plot_figures(m30k: list[Run], newstest: dict[str, list[Run]], out: Path) -> list[str]:
-    """Writes the PNGs and returns their file names."""
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    colors = {0.0: "tab:blue", 0.1: "tab:orange", 0.2: "tab:green"}
-    names = []
 
-    def save(fig, ax, name, title, xlabel, ylabel):
-        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend() is None:
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        names.append(name)
+COLORS = {0.0: "tab:blue", 0.1: "tab:orange", 0.2: "tab:green"}
+MARKERS = {"v1": "o:", "v2": "s--", "v3": "^-"}
 
+
+def save(plt, fig, ax, path: Path, *, title: str, xlabel: str, ylabel: str) -> str:
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend() is None:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
+def plot_m30k_curve(plt, m30k: list[Run], key: str, label: str, out: Path) -> str:
     # The arms differ by less than the curves' range: an inset zooms on the last two validations,
     # placed where the curves leave the axes empty (upper right for NLL, lower right for BLEU).
     layout = {"nll": ([0.52, 0.42, 0.44, 0.44], "lower left"),
               "bleu": ([0.52, 0.1, 0.44, 0.44], "upper left")}
-    for key, label in (("nll", "dev NLL (nats/token)"), ("bleu", "dev BLEU (greedy)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        inset = ax.inset_axes(layout[key][0])
-        for eps, group in by_eps(m30k).items():
-            steps = sorted(set.intersection(*({r["step"] for r in g.valid} for g in group)))
-            values = [[next(r[key] for r in g.valid if r["step"] == s) for g in group] for s in steps]
-            for axes, window in ((ax, slice(None)), (inset, slice(-2, None))):
-                axes.plot(steps[window], [statistics.fmean(v) for v in values[window]], "o-",
-                          color=colors[eps], label=f"ε = {eps} (mean of {len(group)} seeds)")
-                axes.fill_between(steps[window], [min(v) for v in values[window]],
-                                  [max(v) for v in values[window]], color=colors[eps], alpha=0.2)
-        inset.tick_params(labelsize=7)
-        inset.grid(alpha=0.3)
-        ax.indicate_inset_zoom(inset, edgecolor="gray")
-        ax.legend(fontsize=8, loc=layout[key][1])
-        save(fig, ax, f"m30k_dev_{key}.png", f"Multi30k: {label}, min–max band over seeds",
-             "step", label)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    inset = ax.inset_axes(layout[key][0])
+    for eps, group in by_eps(m30k).items():
+        steps = shared_steps(*(g.valid for g in group))
+        values = [[value_at_step(g.valid, s, key) for g in group] for s in steps]
+        for axes, window in ((ax, slice(None)), (inset, slice(-2, None))):
+            axes.plot(steps[window], [statistics.fmean(v) for v in values[window]], "o-",
+                      color=COLORS[eps], label=f"ε = {eps} (mean of {len(group)} seeds)")
+            axes.fill_between(steps[window], [min(v) for v in values[window]],
+                              [max(v) for v in values[window]], color=COLORS[eps], alpha=0.2)
+    inset.tick_params(labelsize=7)
+    inset.grid(alpha=0.3)
+    ax.indicate_inset_zoom(inset, edgecolor="gray")
+    ax.legend(fontsize=8, loc=layout[key][1])
+    return save(plt, fig, ax, out / f"m30k_dev_{key}.png", title=f"Multi30k: {label}, min–max band over seeds",
+                xlabel="step", ylabel=label)
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for version, runs in newstest.items():
-            for run in runs:
-                ax.plot([r["step"] for r in run.valid], [r[key] for r in run.valid],
-                        "o-" if version == "v1" else "s--", color=colors[run.eps],
-                        label=f"{version}, ε = {run.eps}")
-        save(fig, ax, f"trainmix_dev_{key}.png", f"Newstest track (newstest2013): {label}",
-             "step", label)
 
+def plot_newstest_curve(plt, newstest: dict[str, list[Run]], peers: dict[str, Peer], key: str, label: str,
+                        out: Path) -> str:
+    """Every version's arms; the peers too where their records have `key` (dev NLL only)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for version, runs in newstest.items():
+        for run in runs:
+            ax.plot([r["step"] for r in run.valid], [r[key] for r in run.valid], MARKERS[version],
+                    color=COLORS[run.eps], label=f"{version}, translate ε = {run.eps}")
+    for version, peer in peers.items():
+        if all(key in r for r in peer.valid):
+            ax.plot([r["step"] for r in peer.valid], [r[key] for r in peer.valid], "D-", color="black",
+                    label=f"{version}, HF Marian peer ({peer.norm})")
+    return save(plt, fig, ax, out / f"trainmix_dev_{key}.png", title=f"Newstest track (newstest2013): {label}",
+                xlabel="step", ylabel=label)
+
+
+def plot_reliability(plt, curves: list[tuple[str, list[dict], float]], path: Path, title: str) -> str:
+    """One line per (label, reliability bins of its runs, eps for the colour), bins pooled by count."""
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="gray", lw=1, ls=":", label="perfect calibration")
-    for eps, group in by_eps(m30k).items():
-        _, accuracy, confidence = pool_bins([r.calibs["best"]["bins"] for r in group])
-        ece = statistics.fmean(r.calibs["best"]["ece"] for r in group)
-        ax.plot(confidence, accuracy, "o-", ms=4, color=colors[eps],
-                label=f"ε = {eps} (mean ECE {ece:.3f})")
+    for label, bins, eps in curves:
+        _, accuracy, confidence = pool_bins(bins)
+        ax.plot(confidence, accuracy, "o-", ms=4, color=COLORS[eps], label=label)
     ax.set_aspect("equal")
-    save(fig, ax, "m30k_reliability.png", "Multi30k dev reliability, 3 seeds pooled, 15 bins",
-         "mean confidence in bin", "accuracy in bin")
+    return save(plt, fig, ax, path, title=title, xlabel="mean confidence in bin", ylabel="accuracy in bin")
+
+
+def plot_figures(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Peer], out: Path) -> list[str]:
+    """Writes the PNGs and returns their file names."""
+    plt = pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for key, label in (("nll", "dev NLL (nats/token)"), ("bleu", "dev BLEU (greedy)")):
+        names.append(plot_m30k_curve(plt, m30k, key, label, out))
+        names.append(plot_newstest_curve(plt, newstest, peers, key, label, out))
+    m30k_curves = [(f"ε = {eps} (mean ECE {statistics.fmean(r.calibs['best']['ece'] for r in group):.3f})",
+                    [r.calibs["best"]["bins"] for r in group], eps) for eps, group in by_eps(m30k).items()]
+    names.append(plot_reliability(plt, m30k_curves, out / "m30k_reliability.png",
+                                  "Multi30k dev reliability, 3 seeds pooled, 15 bins"))
+    v3 = newstest.get("v3", [])
+    if v3 and all("bins" in r.calibs.get("best", {}) for r in v3):
+        curves = [(f"ε = {r.eps}, best checkpoint (ECE {r.calibs['best']['ece']:.3f})", [r.calibs["best"]["bins"]],
+                   r.eps) for r in arms(v3)]
+        names.append(plot_reliability(plt, curves, out / "trainmix_v3_reliability.png",
+                                      "Newstest v3 dev (newstest2013) reliability, 15 bins"))
     return names
 
 
-# ---------------------------------------------------------------- reading and throughput
+# ---------------------------------------------------------------- reading
 
 
 def paper_agreement(ppl: Change, bleu: Change) -> str:
@@ -362,8 +223,8 @@ def paper_agreement(ppl: Change, bleu: Change) -> str:
     return f"{ppl_text}; {bleu_text}"
 
 
-def reading(m30k: list[Run], newstest: dict[str, list[Run]], budget_s: str) -> list[str]:
-    """Bullet points whose wording follows the data."""
+def reading(m30k: list[Run], budget_s: str) -> list[str]:
+    """Bullet points on the Multi30k track whose wording follows the data."""
     stats = summary(m30k)
     base = stats[0.0]
     lines, ppl_improved = [], False
@@ -416,11 +277,14 @@ def reading(m30k: list[Run], newstest: dict[str, list[Run]], budget_s: str) -> l
             f"A plausible reading: on a small caption corpus the ε = 0 models sharpen on the training "
             f"data faster than they generalise, and smoothing acts as a regulariser. Vaswani et al. "
             f"trained far longer on full WMT14, where the sharper ε = 0 model has the lower perplexity.")
+    return lines
 
-    # 4. The newstest track: one seed per arm, reported but not interpreted.
+
+def earlier_reading(newstest: dict[str, list[Run]]) -> list[str]:
+    """One bullet per earlier newstest version: one seed per arm, reported but not interpreted."""
+    lines = []
     for version, runs in newstest.items():
-        arms = {r.eps: r for r in runs}
-        a, b = arms[0.0], arms[0.1]
+        a, b = sorted(runs, key=lambda r: r.eps)
         (gain_a, span), (gain_b, _) = (gain_over_last_interval(r.valid, "bleu") for r in (a, b))
         lines.append(
             f"- **Newstest {version}** ({a.steps} / {b.steps} steps, one seed per arm): test BLEU "
@@ -429,23 +293,59 @@ def reading(m30k: list[Run], newstest: dict[str, list[Run]], budget_s: str) -> l
             f"{gain_a:+.2f} / {gain_b:+.2f} over the last ~{span} steps, and the training-batch NLL "
             f"({a.train[-1]['nll']:.2f} / {b.train[-1]['nll']:.2f}, epoch {a.train[-1]['epoch']}) is far "
             f"below the dev NLL ({a.valid[-1]['nll']:.2f} / {b.valid[-1]['nll']:.2f}). One seed of models "
-            f"this far from converged, where even converged runs differ by ~0.3 BLEU from seed to seed, "
-            f"says nothing about ε.")
+            f"this far from converged says nothing about ε.")
     return lines
 
 
-def median_tokens_per_s(train: list[dict]) -> float:
-    """Median over the logged intervals, skipping the first 10% (start-up and warm-up)."""
-    return statistics.median(r["tgt_tokens_per_s"] for r in train[len(train) // 10:])
+def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run]) -> str:
+    """The ε comparison of the latest newstest version: one seed, so what it can and cannot show."""
+    b, a = arms(newstest[latest])                      # b: ε = 0.1, a: ε = 0
+    best = {r.eps: r.evals["best"] for r in (a, b)}
+    agree = (best[0.1]["bleu"] > best[0.0]["bleu"]) == (best[0.1]["chrf"] > best[0.0]["chrf"])
+    deltas = {v: {r.eps: r.evals["best"]["bleu"] for r in runs} for v, runs in newstest.items()}
+    deltas = {v: d[0.1] - d[0.0] for v, d in deltas.items()}
+    signs = {d > 0 for d in deltas.values()}
+    nll_lower_at_0 = [v for v, runs in newstest.items()
+                      if min(runs, key=lambda r: best_record(r.valid)["nll"]).eps == 0.0]
+    calibrated = {v: {r.eps: r.calibs["best"] for r in runs} for v, runs in newstest.items()
+                  if all("best" in r.calibs for r in runs)}
+    ece_text = "; ".join(f"{v}: {c[0.0]['ece']:.4f} → {c[0.1]['ece']:.4f}" for v, c in calibrated.items())
+    m30k_ece = compare(summary(m30k)[0.0]["ECE"], summary(m30k)[0.1]["ECE"], lower_is_better=True)
+    c = calibrated[latest]
+    text = (
+        f"- **Newstest {latest}, ε = 0.1 vs 0** (one seed, {b.steps} / {a.steps} steps): test BLEU (best "
+        f"checkpoint) {best[0.1]['bleu']:.2f} vs {best[0.0]['bleu']:.2f}, chrF {best[0.1]['chrf']:.2f} vs "
+        f"{best[0.0]['chrf']:.2f}" + ("" if agree else " (BLEU and chrF disagree on the sign)") +
+        f", length ratio {best[0.1]['length_ratio']:.3f} vs {best[0.0]['length_ratio']:.3f}; dev NLL "
+        f"{best_record(b.valid)['nll']:.3f} vs {best_record(a.valid)['nll']:.3f}. Across the versions, which "
+        f"share the seed, the batch order and the recipe but stop at different steps, the test-BLEU "
+        f"difference ε = 0.1 − ε = 0 was " + ", ".join(f"{d:+.2f} ({v})" for v, d in deltas.items()) + ": ")
+    text += ("its sign changes from run to run, so one seed this early cannot show a BLEU effect of ε. "
+             if len(signs) > 1 else
+             "the same sign each time, but from one seed and models this early that is no evidence about ε. ")
+    text += (f"What it can show: the ε = 0 arm had the lower dev NLL in {len(nll_lower_at_0)} of {len(newstest)} "
+             f"versions (the paper's direction for perplexity; the versions are not independent replicates), "
+             f"and smoothing lowered the dev ECE of the best checkpoint ({ece_text}; mean confidence "
+             f"{c[0.0]['mean_confidence']:.3f} → {c[0.1]['mean_confidence']:.3f} against accuracy "
+             f"{c[0.0]['accuracy']:.3f} / {c[0.1]['accuracy']:.3f}), the direction Multi30k shows "
+             + ("beyond its seed spread." if m30k_ece.beyond_spread and m30k_ece.verdict is Verdict.BETTER
+                else "within its seed spread."))
+    return text
+
+
+# ---------------------------------------------------------------- throughput
 
 
 def speed_note(newstest: dict[str, list[Run]]) -> str:
-    """Whether the averaged checkpoints, with their longer outputs, decoded slower than the best."""
-    pairs = [(r.evals["avg"], r.evals["best"]) for runs in newstest.values() for r in runs]
-    longer_slower = all(a["length_ratio"] > b["length_ratio"] and a["sentences_per_second"] <
-                        b["sentences_per_second"] for a, b in pairs)
-    text = ("In every arm the averaged checkpoint wrote longer outputs and decoded slower than the best one."
-            if longer_slower else "Output length and decoding speed do not move together in every arm.")
+    """Whether the averaged checkpoints decoded slower than the best, and whether they wrote longer."""
+    pairs = {(v, r.eps): (r.evals["avg"], r.evals["best"]) for v, runs in newstest.items() for r in runs}
+    slower = all(a["sentences_per_second"] < b["sentences_per_second"] for a, b in pairs.values())
+    shorter = [f"{v} ε = {eps} ({a['length_ratio']:.3f} vs {b['length_ratio']:.3f})"
+               for (v, eps), (a, b) in pairs.items() if a["length_ratio"] <= b["length_ratio"]]
+    text = ("In every arm the averaged checkpoint decoded slower than the best one" if slower
+            else "The averaged checkpoints did not decode slower than the best in every arm")
+    text += (", and wrote longer outputs." if not shorter
+             else ", and wrote longer outputs except in " + ", ".join(shorter) + ".")
     best = {v: [r.evals["best"] for r in runs] for v, runs in newstest.items()}
     if "v1" in best and "v2" in best and max(e["sentences_per_second"] for e in best["v2"]) < min(
             e["sentences_per_second"] for e in best["v1"]):
@@ -454,43 +354,51 @@ def speed_note(newstest: dict[str, list[Run]]) -> str:
     return text
 
 
-def throughput(results: Path, m30k: list[Run], newstest: dict[str, list[Run]]) -> list[str]:
-    smoke = [rec for line in (results / "smoke" / "smoke.log").read_text().splitlines()
-             if (rec := parse_log_line(line))]
-    smoke_eval = json.loads((results / "smoke" / "smoke_hyp.json").read_text())
+def throughput(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Peer], smoke: Smoke) -> list[str]:
     head = ["training", "processes on the GPU", "median tgt tokens/s per run", "sum over these runs",
             "peak GPU GB per run"]
-    smoke_rate = median_tokens_per_s(smoke)
-    rows = [[f"smoke: Transformer-base, post-norm, lr 1e-3, {int(smoke[-1]['step'])} steps", "1",
-             f"{smoke_rate:,.0f}", f"{smoke_rate:,.0f}", fmt(max(r["peak_gpu_gb"] for r in smoke), 1)]]
-    processes = {"v1": "2", "v2": f"2, and {len(m30k) + 2} while Multi30k ran"}
-    tracks = [(f"trainmix {v}: Transformer-base, pre-norm", processes[v], runs)
+    smoke_rate = median_tokens_per_s(smoke.train)
+    rows = [[f"smoke: Transformer-base, post-norm, lr 1e-3, {int(smoke.train[-1]['step'])} steps", "1",
+             fmt_int(smoke_rate), fmt_int(smoke_rate), fmt(max(r["peak_gpu_gb"] for r in smoke.train), 1)]]
+    processes = {"v1": "2", "v2": f"2, and {len(m30k) + 2} while Multi30k ran",
+                 "v3": f"{len(newstest['v3']) + len(peers)}: {len(newstest['v3'])} translate + the HF peer"}
+    tracks = [(f"trainmix {v}: Transformer-base, pre-norm", processes[v], [r.train for r in runs], runs)
               for v, runs in newstest.items()]
-    tracks.append(("Multi30k: d_model 256, 3+3 layers", f"{len(m30k) + 2}", m30k))
-    for name, procs, runs in tracks:
-        per_run = [median_tokens_per_s(r.train) for r in runs]
-        rows.append([f"{name} ({len(runs)} runs)", procs, f"{statistics.fmean(per_run):,.0f}",
-                     f"{sum(per_run):,.0f}", fmt(max(r.train[-1]["peak_gpu_gb"] for r in runs), 1)])
+    tracks += [(f"trainmix {v} peer: HF MarianMTModel, {p.norm}", processes[v], [p.train], []) for v, p in peers.items()]
+    tracks.append(("Multi30k: d_model 256, 3+3 layers", f"{len(m30k) + 2}", [r.train for r in m30k], m30k))
+    for name, procs, trains, runs in tracks:
+        per_run = [median_tokens_per_s(t) for t in trains]
+        peak = fmt(max(r.train[-1]["peak_gpu_gb"] for r in runs), 1) if runs else "not logged"
+        rows.append([f"{name} ({len(trains)} run{'s' * (len(trains) > 1)})", procs,
+                     fmt_int(statistics.fmean(per_run)), fmt_int(sum(per_run)), peak])
+    v3_total = sum(median_tokens_per_s(r.train) for r in newstest["v3"]) + sum(
+        median_tokens_per_s(p.train) for p in peers.values())
     decode_head = ["model", "checkpoint", "ε", "sentences/s", "length ratio", "test BLEU"]
     decode = [[f"trainmix {v}", c, f"{r.eps}", fmt(r.evals[c]["sentences_per_second"], 1),
                fmt(r.evals[c]["length_ratio"], 3), fmt(r.evals[c]["bleu"], 2)]
-              for v, runs in newstest.items() for r in runs for c in ("best", "avg")]
-    decode.append(["smoke (post-norm, undertrained)", "last", DASH,
-                   fmt(smoke_eval["sentences_per_second"], 1), fmt(smoke_eval["length_ratio"], 3),
-                   fmt(smoke_eval["bleu"], 2)])
+              for v, runs in newstest.items() for r in arms(runs) for c in ("best", "avg")]
+    decode += [[f"trainmix {v} peer (HF generate)", "best", f"{p.summary['config']['train']['label_smoothing']}",
+                fmt(p.test["sentences_per_second"], 1), fmt(p.test["length_ratio"], 3), fmt(p.test["bleu"], 2)]
+               for v, p in peers.items()]
+    decode.append(["smoke (post-norm, undertrained)", "last", DASH, fmt(smoke.test["sentences_per_second"], 1),
+                   fmt(smoke.test["length_ratio"], 3), fmt(smoke.test["bleu"], 2)])
     m30k_decode = [r.evals["best"]["sentences_per_second"] for r in m30k]
     return [
         markdown_table(head, rows), "",
-        "Tokens/s: median of the logged intervals after the first 10% (warm-up). Where several "
-        "processes shared the GPU, a run's rate is its slice of the GPU, not the speed of one run alone; "
-        "the sum over a track's runs is a lower bound on what the GPU delivered.",
+        "Tokens/s: median of the logged intervals after the first 10% (warm-up); translate's intervals "
+        "count their validations, the peer's do not. Where several processes shared the GPU, a run's rate "
+        "is its slice of the GPU, not the speed of one run alone; the sum over a track's runs is a lower "
+        f"bound on what the GPU delivered (v3, all three processes: {fmt_int(v3_total)}). v3's lower peak "
+        "memory is the fused output projection + loss of the later training code.",
         "",
-        f"Beam-4 decoding of newstest2014 ({smoke_eval['sentences']} sentences, batched):",
+        f"Beam-4 decoding of newstest2014 ({smoke.test['sentences']} sentences, batched):",
         "",
         markdown_table(decode_head, decode),
         "",
-        f"{speed_note(newstest)} The smoke model's outputs are {smoke_eval['length_ratio']:.2f}× the "
-        "reference length. "
+        f"{speed_note(newstest)} The peer decoded with HF `generate` right after its training, while our "
+        "runs may still have been finishing their last validation; ours decoded in the later eval step: "
+        "not a like-for-like speed comparison (`results/bench/decode_a.md` has one at forced length). "
+        f"The smoke model's outputs are {smoke.test['length_ratio']:.2f}× the reference length. "
         f"Multi30k test2016 decoding measured {min(m30k_decode):.0f}–{max(m30k_decode):.0f} sentences/s "
         f"with all {2 * len(m30k)} evaluation and calibration processes launched at once by "
         "`scripts/gpu_multi30k.sh`: contention, not model speed.",
@@ -500,61 +408,44 @@ def throughput(results: Path, m30k: list[Run], newstest: dict[str, list[Run]]) -
 # ---------------------------------------------------------------- report
 
 
-def signatures(runs: list[Run]) -> tuple[str, str]:
-    bleu = {ev["bleu_signature"] for r in runs for ev in r.evals.values()}
-    chrf = {ev["chrf_signature"] for r in runs for ev in r.evals.values()}
+def signatures(runs: list[Run], peers: dict[str, Peer]) -> tuple[str, str]:
+    tests = [ev for r in runs for ev in r.evals.values()] + [p.test for p in peers.values()]
+    bleu, chrf = {ev["bleu_signature"] for ev in tests}, {ev["chrf_signature"] for ev in tests}
     assert len(bleu) == 1 and len(chrf) == 1, (bleu, chrf)
     return bleu.pop(), chrf.pop()
 
 
-def identical_prefix(a: list[dict], b: list[dict]) -> int:
-    """How many leading records two lists share exactly."""
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def average_caveat(runs: list[Run]) -> str:
-    """Says whether averaging the saved checkpoints helped or hurt, per arm."""
+    """Says whether averaging the saved checkpoints helped or hurt, per arm, and how far from the
+    end the earliest of them is (its dev NLL)."""
+    runs = arms(runs)
     parts = [f"ε = {r.eps}: {r.evals['avg']['bleu']:.2f} vs {r.evals['best']['bleu']:.2f}" for r in runs]
     worse = all(r.evals["avg"]["bleu"] < r.evals["best"]["bleu"] for r in runs)
-    steps = ", ".join(map(str, averaged_steps(runs[0])))
+    steps = averaged_steps(runs[0])
+    early = [value_at_step(r.valid, steps[0], "nll") for r in runs]
     verdict = "hurts" if worse else "does not consistently hurt"
-    return (f"Averaging checkpoints of steps {steps}, all well before the end at {runs[0].steps}, "
-            f"{verdict} (test BLEU of average vs best, {'; '.join(parts)}).")
+    text = (f"Averaging the checkpoints of steps {', '.join(map(str, steps))} (training ended at "
+            f"{' / '.join(str(r.steps) for r in runs)}) {verdict}: test BLEU of average vs best, {'; '.join(parts)}.")
+    if all(v is not None for v in early):
+        best = [best_record(r.valid)["nll"] for r in runs]
+        text += (f" This early in training the first of them is far behind (dev NLL at step {steps[0]}: "
+                 f"{' / '.join(f'{v:.2f}' for v in early)}, against {' / '.join(f'{v:.2f}' for v in best)} "
+                 "at the best).")
+    return text
 
 
-def render(results: Path, m30k: list[Run], newstest: dict[str, list[Run]], figures_rel: str,
-           figures: list[str]) -> str:
-    all_runs = m30k + [r for runs in newstest.values() for r in runs]
-    bleu_sig, chrf_sig = signatures(all_runs)
+def m30k_section(m30k: list[Run], v2_runs: int, seconds: str, fig: dict[str, str]) -> list[str]:
     summary_table, per_run_table = multi30k_tables(m30k)
-    v1, v2 = newstest["v1"], newstest["v2"]
-    seconds = {name: f'{float(runs[0].config("train.max_time")):.0f}'
-               for name, runs in (("m30k", m30k), *newstest.items())}
-    same = min(identical_prefix(a.valid, next(b for b in v2 if b.eps == a.eps).valid) for a in v1)
-    fig = {name: f"{figures_rel}/{name}" for name in figures}
-    test_sentences = {name: runs[0].evals["best"]["sentences"] for name, runs in (("m30k", m30k), ("v1", v1))}
-    out = [
-        "# Label smoothing: results",
-        "",
-        "Generated by `python scripts/reproduce_label_smoothing.py` from the files under `results/`; "
-        "do not edit by hand. Every run trained on " + DEVICE + ", in bf16.",
-        "",
-        f"Scores: sacreBLEU `{bleu_sig}`, chrF `{chrf_sig}`, beam 4, GNMT length penalty α = 0.6. "
-        "Dev NLL and perplexity are the plain NLL per target token (never the smoothed loss); ECE uses "
-        "15 equal-width confidence bins over dev tokens under teacher forcing (`scripts/calibrate.py`).",
-        "",
+    return [
         "## Multi30k (En→De captions), ε ∈ {0, 0.1, 0.2} × 3 seeds",
         "",
         f"Config `configs/multi30k_small.yaml` (d_model 256, 3+3 layers, pre-norm, dropout 0.3); "
-        f"`TRANSLATE_DATA=... OUT=results/multi30k bash scripts/gpu_multi30k.sh {seconds['m30k']}`. "
-        f"All {len(m30k)} runs trained side by side on {DEVICE}, together with the {len(v2)} trainmix v2 "
-        f"runs, each for train.max_time = {seconds['m30k']} s. Test: test2016 ({test_sentences['m30k']} "
-        "sentences) with the best checkpoint (lowest dev NLL). Dev BLEU: greedy, whole dev set "
-        f"({m30k[0].config('eval.dev_bleu_sentences')} sentences), at the last validation. Dev NLL / PPL / "
-        "calibration: best checkpoint.",
+        f"`TRANSLATE_DATA=... OUT=results/multi30k bash scripts/gpu_multi30k.sh {seconds}`. "
+        f"All {len(m30k)} runs trained side by side on {DEVICE}, together with the {v2_runs} trainmix v2 "
+        f"runs, each for train.max_time = {seconds} s. Test: test2016 "
+        f"({m30k[0].evals['best']['sentences']} sentences) with the best checkpoint (lowest dev NLL). Dev "
+        f"BLEU: greedy, whole dev set ({m30k[0].config('eval.dev_bleu_sentences')} sentences), at the last "
+        "validation. Dev NLL / PPL / calibration: best checkpoint.",
         "",
         "Mean ± sample std over seeds:",
         "",
@@ -570,51 +461,152 @@ def render(results: Path, m30k: list[Run], newstest: dict[str, list[Run]], figur
         "",
         "Curves use the validation steps every seed has; the extra end-of-run validation of one run is "
         "in the table only.",
+    ]
+
+
+def v3_section(v3: list[Run], peer: Peer, bench: Bench, v2: list[Run], fig: dict[str, str]) -> list[str]:
+    group = systems(v3, peer)
+    first = v3[0]
+    budget = first.config("train.max_time")
+    recipe = (f"{'pre' if first.config('model.norm_first') == 'true' else 'post'}-norm, dropout "
+              f"{first.config('model.dropout')}, lr {fmt_lr(float(first.config('optim.lr')))}, warm-up "
+              f"{first.config('optim.warmup_steps')}, {int(first.config('train.max_tokens')):,}-token batches")
+    peer_cfg = peer.summary["config"]
+    v2_peak, v3_peak = (max(r.train[-1]["peak_gpu_gb"] for r in runs) for runs in (v2, v3))
+    step = in_budget_steps(group)[0]
+    old, new = (value_at_step(next(r for r in runs if r.eps == 0.1).valid, step, "nll") for runs in (v2, v3))
+    dev_tokens = sorted({r["tokens"] for g in group for r in g.valid})
+    reliability = (["", f"![Newstest v3 reliability]({fig['trainmix_v3_reliability.png']})"]
+                   if "trainmix_v3_reliability.png" in fig else [])
+    return [
+        f"### v3 (the latest): {' / '.join(str(r.steps) for r in arms(v3))} steps (ε = 0.1 / 0) and the HF peer, "
+        f"{float(budget):.0f} s each, {len(v3) + 1} processes on the GPU",
         "",
-        "## Newstest track (Transformer-base on the 257k-pair train-mix), ε ∈ {0.1, 0} × 1 seed",
+        f"Both arms (seed {first.seed}, `configs/trainmix_base.yaml`: Transformer-base {recipe}) and the "
+        f"Hugging Face peer trained side by side on {DEVICE}, each for {float(budget):.0f} s of training loop "
+        "(translate's train.max_time counts the whole loop including validations; the peer's --max-time "
+        "was set to count the same way). The peer, `scripts/peer_marian.py`, is `MarianMTModel` "
+        f"(transformers {peer.summary['environment']['transformers']}) with the same dimensions, data, batches "
+        f"(same order), optimizer and schedule, {peer.norm} since Marian has no pre-norm, ε = "
+        f"{peer_cfg['train']['label_smoothing']} through `LabelSmoother`, bf16 autocast; it keeps the weights "
+        f"of the lowest dev NLL (validation: dev NLL only) and decodes newstest2014 with "
+        f"`generate(num_beams={peer.test['beam']})`, an explicit maximum length and length penalty "
+        f"{peer.test['lenpen']} as {peer.test['lenpen_formula']}. With `$W` the results folder "
+        f"(`results/trainmix_v3`):",
         "",
-        "Config `configs/trainmix_base.yaml` with `--set model.norm_first=true --set optim.lr=7e-4` "
-        "(dropout 0.3), dev newstest2013 (greedy dev BLEU on its first "
-        f"{v1[0].config('eval.dev_bleu_sentences')} sentences), test newstest2014 "
-        f"({test_sentences['v1']} lines). Both arms share seed {v1[0].seed} and trained side by side. "
-        "Dev NLL: the calibration file where there is one (v2), else the validation record of that step.",
+        "```bash",
+        V3_COMMANDS.format(budget=f"{float(budget):.0f}"),
+        "```",
         "",
-        f"### v1: {' / '.join(str(r.steps) for r in v1)} steps ({seconds['v1']} s each, "
-        f"{len(v1)} runs on the GPU)",
+        average_caveat(v3),
         "",
-        "Produced by the first version of `scripts/gpu_ls_trainmix.sh` (never committed in that form; train, then eval, "
-        f"in one call; train.save_every {v1[0].config('train.save_every')}, "
-        f"`average --last {len(averaged_steps(v1[0]))}`), run as "
-        f"`OUT=results/trainmix_v1 bash scripts/gpu_ls_trainmix.sh 3000 {seconds['v1']}` (max 3000 steps, "
-        f"{seconds['v1']} s). The current script's `MODE=train` then `MODE=eval` does the same with "
-        "save_every 500 and calibration. No calibration was measured. " + average_caveat(v1),
+        newstest_table(v3),
+        "",
+        f"v3 ran the later training code (fused output projection + loss; peak GPU memory {v3_peak:.1f} GB "
+        f"against {v2_peak:.1f} GB in v2), and its validations "
+        + (f"are close to but not bit-identical with v1/v2's (ε = 0.1, dev NLL at step {step}: {new:.3f} vs "
+           f"{old:.3f})." if new != old else f"match v1/v2's (ε = 0.1, dev NLL at step {step}: {new:.3f})."),
+        "",
+        "### Peer baseline at equal wall time (v3)",
+        "",
+        "Best checkpoint of each (lowest dev NLL); dev NLL is the plain NLL per target token of newstest2013 "
+        f"({' / '.join(f'{n:,}' for n in dev_tokens)} target tokens{' for each system' if len(dev_tokens) == 1 else ''}), "
+        "from each system's validation records.",
+        "",
+        peer_table(group),
+        "",
+        "> **Caveat.** Equal wall time on a shared GPU is not equal GPU time: the GPU time-slices the "
+        f"processes, and the {len(group)} ended with nearly the same step rate although alone translate's training "
+        "step is much faster (below). This run compares learning per step more than speed.",
+        "",
+        speed_ratio_table(group, bench),
+        "",
+        f"`scripts/bench_train.py` (`{bench.path.as_posix()}`, see docs/PERFORMANCE.md): the same "
+        "real batches on the same GPU, one system at a time; it builds both models post-norm with dropout "
+        f"{bench.settings['dropout']} "
+        "and no attention/activation dropout, unlike the recipes above. " + parameter_note(group, peer),
+        "",
+        f"![Newstest dev NLL]({fig['trainmix_dev_nll.png']}) ![Newstest dev BLEU]({fig['trainmix_dev_bleu.png']})",
+        *reliability,
+        "",
+        "The peer validates dev NLL only, so it has no dev BLEU curve.",
+    ]
+
+
+def earlier_section(v1: list[Run], v2: list[Run], m30k_runs: int, seconds: dict[str, str], fig: dict[str, str]) -> list[str]:
+    same = min(identical_prefix(a.valid, next(b for b in v2 if b.eps == a.eps).valid) for a in v1)
+    return [
+        "### Earlier runs: v1 and v2",
+        "",
+        "Same recipe, passed then as `--set model.norm_first=true --set optim.lr=7e-4` (the config ships "
+        "them now), without the peer. Dev NLL: the calibration file where there is one (v2), else the "
+        "validation record of that step.",
+        "",
+        f"**v1**: {' / '.join(str(r.steps) for r in arms(v1))} steps (ε = 0.1 / 0), {seconds['v1']} s each, {len(v1)} runs "
+        "on the GPU; the first version of `scripts/gpu_ls_trainmix.sh` (never committed in that form: train, "
+        f"then eval, in one call; train.save_every {v1[0].config('train.save_every')}, "
+        f"`average --last {len(averaged_steps(v1[0]))}`, no calibration), run as "
+        f"`OUT=results/trainmix_v1 bash scripts/gpu_ls_trainmix.sh 3000 {seconds['v1']}`. " + average_caveat(v1),
         "",
         newstest_table(v1),
         "",
-        f"### v2: {' / '.join(str(r.steps) for r in v2)} steps ({seconds['v2']} s each, sharing the GPU "
-        f"with the {len(m30k)} Multi30k runs)",
-        "",
-        f"`OUT=results/trainmix_v2 MODE=train bash scripts/gpu_ls_trainmix.sh {seconds['v2']}`, "
-        "then `OUT=results/trainmix_v2 MODE=eval bash scripts/gpu_ls_trainmix.sh` (averaging the "
-        f"{len(averaged_steps(v2[0]))} checkpoints that existed). " + average_caveat(v2) + " The best "
-        "checkpoints' outputs are short (length ratio " +
-        " / ".join(fmt(r.evals["best"]["length_ratio"], 3) for r in v2) + "), the averages' long.",
+        f"**v2**: {' / '.join(str(r.steps) for r in arms(v2))} steps (ε = 0.1 / 0), {seconds['v2']} s each, sharing the GPU "
+        f"with the {m30k_runs} Multi30k runs; `OUT=results/trainmix_v2 MODE=train bash scripts/gpu_ls_trainmix.sh "
+        f"{seconds['v2']}`, then `MODE=eval` (averaging the {len(averaged_steps(v2[0]))} checkpoints that "
+        "existed). " + average_caveat(v2) + " The best checkpoints' outputs are short (length ratio " +
+        " / ".join(fmt(r.evals["best"]["length_ratio"], 3) for r in arms(v2)) + "), the averages' long.",
         "",
         newstest_table(v2),
         "",
         f"The first {same} validation records of each arm are bit-identical in v1 and v2 (same seed, "
-        "same batches): training is deterministic, GPU sharing changed only the speed.",
+        "same batches, same code): training is deterministic, GPU sharing changed only the speed.",
+    ]
+
+
+def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Peer], bench: Bench,
+           smoke: Smoke, figures_rel: str, figures: list[str]) -> str:
+    v1, v2, v3 = newstest["v1"], newstest["v2"], newstest["v3"]
+    all_runs = m30k + [r for runs in newstest.values() for r in runs]
+    bleu_sig, chrf_sig = signatures(all_runs, peers)
+    seconds = {name: f'{float(runs[0].config("train.max_time")):.0f}'
+               for name, runs in (("m30k", m30k), *newstest.items())}
+    fig = {name: f"{figures_rel}/{name}" for name in figures}
+    group = systems(v3, peers["v3"])
+    out = [
+        "# Label smoothing: results",
         "",
-        f"![Newstest dev NLL]({fig['trainmix_dev_nll.png']}) "
-        f"![Newstest dev BLEU]({fig['trainmix_dev_bleu.png']})",
+        "Generated by `python scripts/reproduce_label_smoothing.py` from the files under `results/`; "
+        "do not edit by hand. Every run trained on " + DEVICE + ", in bf16.",
+        "",
+        f"Scores: sacreBLEU `{bleu_sig}`, chrF `{chrf_sig}`, beam 4, length penalty α = 0.6 (GNMT's for "
+        "translate). Dev NLL and perplexity are the plain NLL per target token (never the smoothed loss); ECE "
+        "uses 15 equal-width confidence bins over dev tokens under teacher forcing (`scripts/calibrate.py`).",
+        "",
+        headline(group, bench),
+        "",
+        *m30k_section(m30k, len(v2), seconds["m30k"], fig),
+        "",
+        "## Newstest track (Transformer-base on the 257k-pair train-mix), ε ∈ {0.1, 0} × 1 seed",
+        "",
+        "Dev newstest2013 (greedy dev BLEU on its first "
+        f"{v3[0].config('eval.dev_bleu_sentences')} sentences), test newstest2014 "
+        f"({v3[0].evals['best']['sentences']} lines). In each version both arms share seed {v3[0].seed} and "
+        "trained side by side.",
+        "",
+        *v3_section(v3, peers["v3"], bench, v2, fig),
+        "",
+        *earlier_section(v1, v2, len(m30k), seconds, fig),
         "",
         "## Reading",
         "",
-        *reading(m30k, newstest, seconds["m30k"]),
+        *reading(m30k, seconds["m30k"]),
+        eps_reading("v3", newstest, m30k),
+        *peer_reading(group, v3, peers["v3"], bench, smoke),
+        *earlier_reading({"v1": v1, "v2": v2}),
         "",
         "## Throughput seen in these runs",
         "",
-        *throughput(results, m30k, newstest),
+        *throughput(m30k, newstest, peers, smoke),
         "",
     ]
     return "\n".join(out)
@@ -627,11 +619,14 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
     m30k = load_track(args.results / "multi30k")
-    newstest = {v: load_track(args.results / f"trainmix_{v}") for v in ("v1", "v2")}
-    figures = plot_figures(m30k, newstest, args.figures)
+    newstest = {v: load_track(args.results / f"trainmix_{v}") for v in ("v1", "v2", "v3")}
+    peers = {v: peer for v in newstest if (peer := load_peer(args.results / f"trainmix_{v}"))}
+    bench = load_bench(args.results / BENCH_TRAIN)
+    smoke = load_smoke(args.results / "smoke")
+    figures = plot_figures(m30k, newstest, peers, args.figures)
     figures_rel = Path(os.path.relpath(args.figures.resolve(), args.output.parent.resolve())).as_posix()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(args.results, m30k, newstest, figures_rel, figures))
+    args.output.write_text(render(m30k, newstest, peers, bench, smoke, figures_rel, figures))
     print(f"wrote {args.output} and {len(figures)} figures in {args.figures}")
 
 

@@ -1,7 +1,10 @@
-"""Tests for scripts/reproduce_label_smoothing.py: statistics, table formatting and the wording of
-the data-driven reading, on small synthetic inputs (plus one end-to-end run on results/ if present)."""
+"""Tests for scripts/reproduce_label_smoothing.py and its helpers (scripts/report_common.py,
+scripts/report_peer.py): statistics, loading, table formatting and the wording of the data-driven
+reading, on small synthetic inputs written to a temporary folder (plus one end-to-end run on
+results/ if present)."""
 
 import importlib.util
+import json
 import math
 import re
 import sys
@@ -13,50 +16,53 @@ REPO = Path(__file__).resolve().parent.parent
 SPEC = importlib.util.spec_from_file_location("report", REPO / "scripts" / "reproduce_label_smoothing.py")
 report = importlib.util.module_from_spec(SPEC)
 sys.modules["report"] = report       # dataclasses look their module up while the file runs
-SPEC.loader.exec_module(report)
+SPEC.loader.exec_module(report)      # puts scripts/ on sys.path for its helper modules
+
+import report_common as common  # noqa: E402
+import report_peer as peer_report  # noqa: E402
 
 
 def stat(mean, std, n=3):
-    return report.Stat(mean, std, n)
+    return common.Stat(mean, std, n)
 
 
 def test_mean_std_is_sample_std():
-    s = report.mean_std([1.0, 2.0, 3.0])
+    s = common.mean_std([1.0, 2.0, 3.0])
     assert (s.mean, s.std, s.n) == (2.0, 1.0, 3)
-    assert math.isnan(report.mean_std([5.0]).std)
+    assert math.isnan(common.mean_std([5.0]).std)
 
 
-@pytest.mark.parametrize("lower_is_better, verdict", [(True, report.Verdict.WORSE), (False, report.Verdict.BETTER)])
+@pytest.mark.parametrize("lower_is_better, verdict", [(True, common.Verdict.WORSE), (False, common.Verdict.BETTER)])
 def test_compare_direction_depends_on_metric(lower_is_better, verdict):
-    change = report.compare(stat(6.0, 0.1), stat(6.5, 0.1), lower_is_better=lower_is_better)
+    change = common.compare(stat(6.0, 0.1), stat(6.5, 0.1), lower_is_better=lower_is_better)
     assert change.delta == pytest.approx(0.5)
     assert change.verdict is verdict
     assert change.beyond_spread is True
 
 
 def test_compare_within_spread_uses_the_larger_std():
-    change = report.compare(stat(37.0, 0.7), stat(37.5, 0.2), lower_is_better=False)
-    assert change.verdict is report.Verdict.BETTER
+    change = common.compare(stat(37.0, 0.7), stat(37.5, 0.2), lower_is_better=False)
+    assert change.verdict is common.Verdict.BETTER
     assert change.beyond_spread is False          # 0.5 <= max(0.7, 0.2)
-    assert report.compare(stat(37.0, 0.3), stat(37.5, 0.2), lower_is_better=False).beyond_spread
+    assert common.compare(stat(37.0, 0.3), stat(37.5, 0.2), lower_is_better=False).beyond_spread
 
 
 def test_compare_single_seed_has_no_spread():
-    change = report.compare(stat(6.0, math.nan, 1), stat(6.4, math.nan, 1), lower_is_better=False)
+    change = common.compare(stat(6.0, math.nan, 1), stat(6.4, math.nan, 1), lower_is_better=False)
     assert change.beyond_spread is None
-    assert "single seed" in report.describe_change("test BLEU", change, digits=2)
+    assert "single seed" in common.describe_change("test BLEU", change, digits=2)
 
 
 def test_compare_equal_means_is_unchanged():
-    assert report.compare(stat(1.0, 0.1), stat(1.0, 0.1), lower_is_better=True).verdict is report.Verdict.UNCHANGED
+    assert common.compare(stat(1.0, 0.1), stat(1.0, 0.1), lower_is_better=True).verdict is common.Verdict.UNCHANGED
 
 
 def test_describe_change_wording():
-    worse = report.describe_change("dev perplexity", report.compare(stat(4.67, 0.05), stat(4.92, 0.05),
+    worse = common.describe_change("dev perplexity", common.compare(stat(4.67, 0.05), stat(4.92, 0.05),
                                                                     lower_is_better=True), digits=2)
     assert worse == ("dev perplexity is worse (4.67 → 4.92, Δ +0.25), larger than the seed spread "
                      "(std 0.05 / 0.05)")
-    noise = report.describe_change("test BLEU", report.compare(stat(37.05, 0.68), stat(37.21, 0.59),
+    noise = common.describe_change("test BLEU", common.compare(stat(37.05, 0.68), stat(37.21, 0.59),
                                                                lower_is_better=False), digits=2)
     assert noise.startswith("test BLEU is better (37.05 → 37.21, Δ +0.16), within the seed spread")
     assert "noise at n = 3" in noise
@@ -68,34 +74,34 @@ def test_describe_change_wording():
     (+0.3, -0.5, 0.1, ["BLEU moves against the paper (worse"]),
 ])
 def test_paper_agreement(ppl_delta, bleu_delta, bleu_std, expected):
-    ppl = report.compare(stat(6.0, 0.05), stat(6.0 + ppl_delta, 0.05), lower_is_better=True)
-    bleu = report.compare(stat(30.0, bleu_std), stat(30.0 + bleu_delta, bleu_std), lower_is_better=False)
+    ppl = common.compare(stat(6.0, 0.05), stat(6.0 + ppl_delta, 0.05), lower_is_better=True)
+    bleu = common.compare(stat(30.0, bleu_std), stat(30.0 + bleu_delta, bleu_std), lower_is_better=False)
     text = report.paper_agreement(ppl, bleu)
     for phrase in expected:
         assert phrase in text
 
 
 def test_fmt_and_fmt_stat():
-    assert report.fmt(None, 2) == report.fmt(math.nan, 2) == report.DASH
-    assert report.fmt(3.14159, 2) == "3.14"
-    assert report.fmt_stat(stat(37.054, 0.678), 2) == "37.05 ± 0.68"
+    assert common.fmt(None, 2) == common.fmt(math.nan, 2) == common.DASH
+    assert common.fmt(3.14159, 2) == "3.14"
+    assert common.fmt_stat(stat(37.054, 0.678), 2) == "37.05 ± 0.68"
 
 
 def test_markdown_table():
-    table = report.markdown_table(["a", "b"], [["1", "2"], ["3", "4"]])
+    table = common.markdown_table(["a", "b"], [["1", "2"], ["3", "4"]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
 
 
 def test_gain_over_last_interval_skips_a_late_extra_validation():
     valid = [{"step": 500, "bleu": 10.0}, {"step": 1000, "bleu": 20.0}, {"step": 1500, "bleu": 30.0},
              {"step": 1520, "bleu": 29.0}]
-    assert report.gain_over_last_interval(valid, "bleu") == (9.0, 520)     # 1520 vs 1000, not vs 1500
+    assert common.gain_over_last_interval(valid, "bleu") == (9.0, 520)     # 1520 vs 1000, not vs 1500
 
 
 def test_pool_bins_weights_by_count():
     a = {"count": [1, 0], "accuracy": [1.0, 0.0], "confidence": [0.5, 0.0]}
     b = {"count": [3, 2], "accuracy": [0.0, 0.5], "confidence": [0.9, 0.8]}
-    counts, accuracy, confidence = report.pool_bins([a, b])
+    counts, accuracy, confidence = common.pool_bins([a, b])
     assert counts == [4, 2]
     assert accuracy == pytest.approx([0.25, 0.5])
     assert confidence == pytest.approx([0.8, 0.8])
@@ -103,13 +109,13 @@ def test_pool_bins_weights_by_count():
 
 def test_parse_log_line():
     line = "step 25 | epoch 0 | loss 10.18 | tgt_tokens_per_s 23293 | peak_gpu_gb 18.25"
-    assert report.parse_log_line(line) == {"step": 25.0, "epoch": 0.0, "loss": 10.18,
+    assert common.parse_log_line(line) == {"step": 25.0, "epoch": 0.0, "loss": 10.18,
                                            "tgt_tokens_per_s": 23293.0, "peak_gpu_gb": 18.25}
-    assert report.parse_log_line("valid step 500 | loss 3.4") is None
+    assert common.parse_log_line("valid step 500 | loss 3.4") is None
 
 
 def test_identical_prefix():
-    assert report.identical_prefix([{"a": 1}, {"a": 2}, {"a": 3}], [{"a": 1}, {"a": 2}, {"a": 4}]) == 2
+    assert common.identical_prefix([{"a": 1}, {"a": 2}, {"a": 3}], [{"a": 1}, {"a": 2}, {"a": 4}]) == 2
 
 
 LOG = """name: trainmix_base
@@ -129,18 +135,18 @@ tokenizer: reusing data/spm.model
 def test_log_config_value_reads_the_named_section(tmp_path):
     log = tmp_path / "train_ls0.1.log"
     log.write_text(LOG)
-    assert report.log_config_value(log, "train.seed") == "1"              # not data.train.seed
-    assert report.log_config_value(log, "eval.dev_bleu_sentences") == "500"
-    assert report.log_config_value(log, "train.missing") is None
+    assert common.log_config_value(log, "train.seed") == "1"              # not data.train.seed
+    assert common.log_config_value(log, "eval.dev_bleu_sentences") == "500"
+    assert common.log_config_value(log, "train.missing") is None
 
 
 def test_averaged_steps_from_log_config(tmp_path):
     (tmp_path / "train_ls0.1.log").write_text(LOG)
-    run = report.Run(folder=tmp_path, tag="ls0.1", eps=0.1, seed=1, train=[{"step": 1700}],
+    run = common.Run(folder=tmp_path, tag="ls0.1", eps=0.1, seed=1, train=[{"step": 1700}],
                      valid=[{"step": 1702, "nll": 1.0}])
-    assert report.averaged_steps(run) == [500, 750, 1000, 1250, 1500]
+    assert common.averaged_steps(run) == [500, 750, 1000, 1250, 1500]
     (tmp_path / "eval.out").write_text("averaged 2 checkpoints (checkpoint_step500.pt, checkpoint_step1000.pt)")
-    assert report.averaged_steps(run) == [500, 1000]
+    assert common.averaged_steps(run) == [500, 1000]
 
 
 def synthetic_run(eps, seed, *, nll, bleu):
@@ -149,7 +155,7 @@ def synthetic_run(eps, seed, *, nll, bleu):
     calib = {"nll": nll, "ece": 0.1 - eps / 2, "accuracy": 0.6, "mean_confidence": 0.7 - eps / 2,
              "mean_entropy": 1.0 + eps}
     ev = {"bleu": bleu, "chrf": 60.0, "length_ratio": 1.0}
-    return report.Run(folder=Path("."), tag=f"ls{eps}_s{seed}", eps=eps, seed=seed, train=train, valid=valid, evals={"best": ev}, calibs={"best": calib})
+    return common.Run(folder=Path("."), tag=f"ls{eps}_s{seed}", eps=eps, seed=seed, train=train, valid=valid, evals={"best": ev}, calibs={"best": calib})
 
 
 def test_reading_follows_the_data():
@@ -158,7 +164,7 @@ def test_reading_follows_the_data():
     runs = [synthetic_run(0.0, s, nll=1.50 + d, bleu=30.0 + d) for s, d in ((1, -0.01), (2, 0.0), (3, 0.01))]
     runs += [synthetic_run(0.1, s, nll=1.60 + d, bleu=31.0 + d) for s, d in ((1, -0.01), (2, 0.0), (3, 0.01))]
     runs += [synthetic_run(0.2, s, nll=1.60 + d, bleu=30.5 + d) for s, d in ((1, -1.0), (2, 0.0), (3, 1.0))]
-    lines = report.reading(runs, {}, "300")
+    lines = report.reading(runs, "300")
     eps01 = next(line for line in lines if "ε = 0.1 vs 0" in line)
     eps02 = next(line for line in lines if "ε = 0.2 vs 0" in line)
     assert "dev perplexity is worse" in eps01 and "Test BLEU is better" in eps01
@@ -168,12 +174,235 @@ def test_reading_follows_the_data():
     assert any("rising at the last validation in 9 of 9" in line for line in lines)
 
 
-@pytest.mark.skipif(not (REPO / "results" / "multi30k").is_dir(), reason="needs the measured results/")
-def test_report_renders_from_real_results(tmp_path):
+
+# ---------------------------------------------------------------- a synthetic v3-style track on disk
+
+TRACK_LOG = """name: trainmix_base
+model:
+  dropout: 0.3
+  norm_first: true
+optim:
+  lr: 0.0007
+  warmup_steps: 1000
+train:
+  seed: 1
+  max_time: 440.0
+  max_tokens: 25000
+  save_every: 500
+  keep_last: 5
+eval:
+  dev_bleu_sentences: 500
+model: 60,524,544 parameters; device cuda, precision bf16, world size 1
+"""
+SIGNATURES = {"bleu_signature": "nrefs:1|tok:13a", "chrf_signature": "nrefs:1|nc:6"}
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def bins(shift):
+    return {"count": [10, 30], "accuracy": [0.2, 0.8 - shift], "confidence": [0.25, 0.9 - shift]}
+
+
+def write_arm(folder, eps, *, steps, final_nll, bleu, length_ratio):
+    """metrics (train every 250 steps, validations at 500, 1000 and the end; the interval holding a
+    validation at half speed), train log, eval and calibration files of one translate arm."""
+    train = [{"kind": "train", "step": s, "epoch": s // 150, "nll": 3.0 + 1000 / s + eps, "grad_norm": 0.5,
+              "tgt_tokens_per_s": 40_000.0 if s in (750, 1250) else 80_000.0, "elapsed_s": s * 0.25,
+              "peak_gpu_gb": 9.9} for s in range(250, steps, 250)]
+    valid = [{"kind": "valid", "step": s, "nll": nll, "ppl": math.exp(nll), "tokens": 84035, "bleu": b}
+             for s, nll, b in ((500, 6.5 + eps, 0.4), (1000, 5.4 + eps, 1.8), (steps, final_nll, bleu - 0.1))]
+    tag = f"ls{eps}"
+    write_jsonl(folder / f"metrics_{tag}.jsonl", train + valid)
+    (folder / f"train_{tag}.log").write_text(TRACK_LOG)
+    for name, factor in (("best", 1.0), ("avg", 0.4)):
+        ev = {"bleu": bleu * factor, "chrf": 30.0 * factor, "length_ratio": length_ratio / factor,
+              "sentences_per_second": 360.0 * factor, "sentences": 3003, **SIGNATURES}
+        (folder / f"eval_{name}_{tag}.json").write_text(json.dumps(ev))
+        calib = {"nll": final_nll / factor, "ece": 0.06 - eps / 5, "accuracy": 0.317, "mean_confidence": 0.37 - eps / 3,
+                 "mean_entropy": 3.6 + 8 * eps, "bins": bins(eps)}
+        (folder / f"calib_{name}_{tag}.json").write_text(json.dumps(calib))
+
+
+def write_peer(folder, *, steps=1473, best_nll=3.96, bleu=8.08):
+    """peer_marian.json and metrics_peer_marian.jsonl; its rate doubles in the six intervals that
+    overlap the arms' validations (125-187.5 s and 250-312.5 s on the arms' clock)."""
+    train = [{"kind": "train", "step": s, "epoch": s // 150, "nll": 2.8 + 1000 / s, "grad_norm": 0.4,
+              "tgt_tokens_per_s": 140_000.0 if s in (500, 600, 700, 1000, 1100, 1200) else 70_000.0, "elapsed_s": s * 0.25 + 12.5}
+             for s in range(100, steps, 100)]
+    valid = [{"kind": "valid", "step": s, "nll": nll, "tokens": 84035}
+             for s, nll in ((500, 6.3), (1000, 4.96), (steps, best_nll))]
+    write_jsonl(folder / "metrics_peer_marian.jsonl", train + valid)
+    summary = {
+        "steps": steps, "parameters": 61_571_072, "budget": {"max_time": 440.0},
+        "recipe": {"model": "MarianMTModel, post-norm, tied embeddings"},
+        "environment": {"transformers": "5.17.0"},
+        "config": {"train": {"label_smoothing": 0.1}, "optim": {"lr": 7e-4, "warmup_steps": 1000},
+                   "model": {"max_positions": 1024, "d_model": 512}},
+        "test": {"bleu": bleu, "chrf": 34.6, "length_ratio": 1.041, "sentences_per_second": 211.9, "beam": 4,
+                 "lenpen": 0.6, "lenpen_formula": "logprob / L^alpha (HF), not GNMT", "sentences": 3003,
+                 **SIGNATURES},
+    }
+    (folder / "peer_marian.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def track(tmp_path):
+    """(arms, peer) of a v3-like folder: ε = 0.1 ends at 1554 (NLL 4.39, BLEU 6.00), ε = 0 at 1553
+    (NLL 4.36, BLEU 5.27), the peer at 1473 (NLL 3.96, BLEU 8.08)."""
+    write_arm(tmp_path, 0.1, steps=1554, final_nll=4.39, bleu=6.00, length_ratio=1.03)
+    write_arm(tmp_path, 0.0, steps=1553, final_nll=4.36, bleu=5.27, length_ratio=1.23)
+    (tmp_path / "eval.out").write_text("averaged 3 checkpoints (checkpoint_step500.pt, checkpoint_step1000.pt, "
+                                       "checkpoint_step1500.pt) into avg.pt\n")
+    write_peer(tmp_path)
+    return common.load_track(tmp_path), common.load_peer(tmp_path)
+
+
+BENCH = common.Bench(Path("results/bench/train_a.json"), {"translate": 260_000.0, "hf_marian": 100_000.0},
+                     {"dropout": 0.1})
+
+
+def test_load_track_and_peer(track, tmp_path):
+    runs, peer = track
+    assert [(r.eps, r.seed, r.steps, r.best_step) for r in runs] == [(0.0, 1, 1553, 1553), (0.1, 1, 1554, 1554)]
+    assert set(runs[0].evals) == set(runs[0].calibs) == {"best", "avg"}
+    assert common.averaged_steps(runs[0]) == [500, 1000, 1500]
+    assert (peer.steps, peer.norm, peer.test["bleu"]) == (1473, "post-norm", 8.08)
+    assert [r["step"] for r in peer.valid] == [500, 1000, 1473] and len(peer.train) == 14
+    assert common.load_peer(tmp_path / "nowhere") is None
+
+
+def test_load_bench_skips_failed_rows(tmp_path):
+    rows = [{"system": "translate", "tgt_tokens_per_s": 3.0, "error": None},
+            {"system": "translate_compiled", "tgt_tokens_per_s": 0.0, "error": "OOM"}]
+    (tmp_path / "b.json").write_text(json.dumps({"rows": rows, "settings": {"dropout": 0.1}}))
+    bench = common.load_bench(tmp_path / "b.json")
+    assert bench.rates == {"translate": 3.0} and bench.settings["dropout"] == 0.1
+
+
+def test_log_parameters_and_formatting(tmp_path):
+    (tmp_path / "t.log").write_text(TRACK_LOG)
+    assert common.log_parameters(tmp_path / "t.log") == 60_524_544
+    assert common.fmt_lr(7e-4) == "7e-4" and common.fmt_lr(7.5e-4) == "7.5e-4" and common.fmt_lr(1e-3) == "1e-3"
+    assert common.fmt_int(281941.95) == "281,942" and common.fmt_int(None) == common.DASH
+
+
+def test_shared_steps_and_value_at_step():
+    a = [{"step": 500, "nll": 6.5}, {"step": 1000, "nll": 5.4}, {"step": 1554, "nll": 4.39}]
+    b = [{"step": 500, "nll": 6.3}, {"step": 1000, "nll": 4.96}, {"step": 1473, "nll": 3.96}]
+    assert common.shared_steps(a, b) == [500, 1000]
+    assert common.value_at_step(b, 1000, "nll") == 4.96 and common.value_at_step(b, 1500, "nll") is None
+
+
+def test_systems_and_peer_table(track):
+    runs, peer = track
+    group = peer_report.systems(runs, peer)
+    assert [(g.name, g.norm, g.steps, g.parameters) for g in group] == [
+        ("translate, ε = 0.1", "pre-norm", 1554, 60_524_544), ("translate, ε = 0.0", "pre-norm", 1553, 60_524_544),
+        ("HF MarianMTModel, ε = 0.1", "post-norm", 1473, 61_571_072)]
+    assert peer_report.in_budget_steps(group) == [500, 1000]          # not the end-of-budget validations
+    lines = peer_report.peer_table(group).splitlines()
+    assert "dev NLL at step 500 | dev NLL at step 1000 | best dev NLL (step)" in lines[0]
+    peer_row = lines[-1].split(" | ")
+    assert peer_row[:6] == ["| HF MarianMTModel, ε = 0.1", "post-norm", "61,571,072", "1473", "440", "70,000"]
+    assert peer_row[6:10] == ["6.300", "4.960", "3.960 (1473)", f"{math.exp(3.96):.1f}"]
+    assert peer_row[10:] == ["8.08", "34.60", "1.041", "211.9 |"]
+    assert lines[2].split(" | ")[5] == "80,000"                       # median after the first 10%
+    assert "Parameters differ by 1,046,528" in peer_report.parameter_note(group, peer)
+
+
+def test_speed_ratio_table_reads_the_bench(track):
+    runs, peer = track
+    rows = peer_report.speed_ratio_table(peer_report.systems(runs, peer), BENCH).splitlines()
+    assert rows[0] == "|  | translate (ε = 0.1 / 0.0) | HF MarianMTModel, ε = 0.1 | translate / peer |"
+    assert rows[2].endswith("| 260,000 | 100,000 | 2.60× |")
+    assert rows[3].endswith("| 80,000 / 80,000 | 70,000 | 1.14× / 1.14× |")
+    assert rows[4].endswith("| 1554 / 1553 | 1473 | 1.05× / 1.05× |")
+
+
+def test_peer_ahead_needs_every_measure(track):
+    runs, peer = track
+    group = peer_report.systems(runs, peer)
+    assert peer_report.peer_ahead(group)
+    worse_bleu = peer_report.System(**{**group[-1].__dict__, "test": {**group[-1].test, "bleu": 5.5}})
+    assert not peer_report.peer_ahead(group[:-1] + [worse_bleu])
+
+
+def test_peer_rate_during_our_validations(track):
+    runs, peer = track
+    windows = peer_report.validation_windows(runs[0])
+    assert windows == [(125.0, 187.5), (250.0, 312.5)]
+    inside, outside = peer_report.rates_during(peer.train, windows)
+    assert inside == [140_000.0] * 6 and outside == [70_000.0] * 7
+
+
+def test_peer_reading_wording(track):
+    runs, peer = track
+    group = peer_report.systems(runs, peer)
+    smoke = common.Smoke(train=[{"step": 700, "nll": 5.9, "grad_norm": 0.5, "lr": 7e-4},
+                                {"step": 750, "nll": 6.5, "grad_norm": 34.2, "lr": 7.5e-4},
+                                {"step": 775, "nll": 7.0, "grad_norm": 0.4, "lr": 7.75e-4}],
+                         valid=[{"step": 300, "nll": 7.46}, {"step": 600, "nll": 7.41}, {"step": 775, "nll": 7.67}],
+                         test={})
+    per_step, shared_gpu, norm = peer_report.peer_reading(group, runs, peer, BENCH, smoke)
+    assert "Best dev NLL 3.960 vs 4.390 / 4.360" in per_step
+    assert "at step 500 6.300 vs 6.600 / 6.500; at step 1000 4.960 vs 5.500 / 5.400" in per_step
+    assert "learned clearly more per step than our pre-norm recipe" in per_step
+    assert "2.60× as many target tokens/s" in shared_gpu and "(1.14 / 1.14×)" in shared_gpu
+    assert "in its 6 logged intervals that overlap" in shared_gpu
+    assert "median 140,000 tokens/s, against 70,000 in the other 7" in shared_gpu and "still to be done" in shared_gpu
+    assert "spiked at step 750 (logged grad norm 34.2" in norm and "the lr still rising in warm-up" in norm
+    assert "dev NLL was only 7.46 / 7.41 (steps 300, 600)" in norm
+    assert "8.08" in peer_report.headline(group, BENCH) and "2.60×" in peer_report.headline(group, BENCH)
+
+
+def test_eps_reading_single_seed(track):
+    runs, _ = track
+    m30k = [synthetic_run(eps, s, nll=1.5 + eps + d, bleu=30.0 + d) for eps in (0.0, 0.1)
+            for s, d in ((1, -0.01), (2, 0.0), (3, 0.01))]
+    flipped = [common.Run(**{**r.__dict__, "evals": {"best": {**r.evals["best"], "bleu": 7.0 - r.eps * 10}}})
+               for r in runs]
+    text = report.eps_reading("v3", {"v1": flipped, "v3": runs}, m30k)
+    assert "test BLEU (best checkpoint) 6.00 vs 5.27" in text
+    assert "+0.73 (v3)" in text and "-1.00 (v1)" in text and "its sign changes" in text
+    assert "lower dev NLL in 2 of 2 versions" in text
+    assert "v3: 0.0600 → 0.0400" in text
+
+
+def test_average_caveat_and_speed_note(track):
+    runs, _ = track
+    caveat = report.average_caveat(runs)
+    assert caveat.startswith("Averaging the checkpoints of steps 500, 1000, 1500 (training ended at 1554 / 1553) hurts")
+    assert "dev NLL at step 500: 6.60 / 6.50, against 4.39 / 4.36 at the best" in caveat
+    note = report.speed_note({"v3": runs})
+    assert note.startswith("In every arm the averaged checkpoint decoded slower than the best one")
+    assert "longer outputs." in note
+
+
+def test_newstest_table_has_both_checkpoints(track):
+    runs, _ = track
+    rows = report.newstest_table(runs).splitlines()[2:]
+    assert [r.split(" | ")[3] for r in rows] == ["best (step 1554)", "avg of steps 500, 1000, 1500",
+                                                 "best (step 1553)", "avg of steps 500, 1000, 1500"]
+    assert rows[0].split(" | ")[7] == "6.00" and rows[0].split(" | ")[10] == "0.0400"
+
+
+@pytest.mark.skipif(not (REPO / "results" / "trainmix_v3" / "peer_marian.json").is_file(),
+                    reason="needs the measured results/")
+def test_report_renders_from_real_results():
     results = REPO / "results"
-    m30k = report.load_track(results / "multi30k")
-    newstest = {v: report.load_track(results / f"trainmix_{v}") for v in ("v1", "v2")}
-    text = report.render(results, m30k, newstest, "figures",
-                         ["m30k_dev_nll.png", "m30k_dev_bleu.png", "m30k_reliability.png",
-                          "trainmix_dev_nll.png", "trainmix_dev_bleu.png"])
+    m30k = common.load_track(results / "multi30k")
+    newstest = {v: common.load_track(results / f"trainmix_{v}") for v in ("v1", "v2", "v3")}
+    peers = {"v3": common.load_peer(results / "trainmix_v3")}
+    bench = common.load_bench(results / report.BENCH_TRAIN)
+    smoke = common.load_smoke(results / "smoke")
+    figures = ["m30k_dev_nll.png", "m30k_dev_bleu.png", "m30k_reliability.png", "trainmix_dev_nll.png",
+               "trainmix_dev_bleu.png", "trainmix_v3_reliability.png"]
+    text = report.render(m30k, newstest, peers, bench, smoke, "figures", figures)
     assert len(m30k) == 9 and "## Reading" in text and "nan" not in text
+    assert "### Peer baseline at equal wall time (v3)" in text and "figures/trainmix_v3_reliability.png" in text
+    group = peer_report.systems(newstest["v3"], peers["v3"])
+    assert [g.steps for g in group] == [1554, 1553, 1473]
+    assert f"{bench.rates['translate'] / bench.rates['hf_marian']:.2f}×" == "2.60×"
+    assert "| HF MarianMTModel, ε = 0.1 | post-norm | 61,571,072 | 1473 | 440 |" in text
