@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from translate.batching import collate, make_batches, padding_fraction, shard
+from translate.batching import collate, make_batches, padding_fraction, shard, within_length
 from translate.config import config_from_dict
 from translate.data import prepare
 from translate.errors import UserError
@@ -101,6 +101,12 @@ def test_batches_deterministic_by_seed_and_epoch():
 def test_sentence_longer_than_budget_is_refused():
     with pytest.raises(ValueError, match="exceeds max_tokens"):
         make_batches(np.array([100]), np.array([5]), max_tokens=50, seed=0, epoch=0)
+
+
+def test_within_length_counts_the_eos_or_bos():
+    src, tgt = np.array([9, 10, 3, 12]), np.array([4, 2, 10, 1])
+    assert within_length(src, tgt, limit=10).tolist() == [0]  # 9 + EOS fits; 10 + EOS/BOS does not
+    assert within_length(src, tgt, limit=13).tolist() == [0, 1, 2, 3]
 
 
 def test_shards_are_disjoint_and_equal_sized():

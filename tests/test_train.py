@@ -16,9 +16,10 @@ from translate.cli import main
 from translate.config import config_from_dict
 from translate.errors import UserError
 from translate.metrics import format_perplexity
+from translate.tokenizer import Tokenizer
 from translate.train import train
 
-from conftest import REPO, tiny_config, write_config
+from conftest import PAIRS, REPO, tiny_config, write_config, write_corpus, write_lines
 
 
 def metrics(run_dir, kind="train"):
@@ -147,6 +148,30 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "run" / "spm.model").unlink()
     assert main(["eval", "--checkpoint", str(path)]) == 2
     assert "spm.model" in capsys.readouterr().err and "missing" in capsys.readouterr().err + "missing"
+
+
+def test_long_dev_pairs_are_left_out_of_the_dev_loss_and_truncated_for_bleu(tmp_path, capsys):
+    """Dev pairs never go through training's length filter: one longer than model.max_positions and
+    one longer than train.max_tokens must not crash validation, dev BLEU or `translate eval`."""
+    past_positions = ("the dog sees the cat " * 30, "der Hund sieht die Katze")  # > 127 tokens, < 512
+    past_budget = ("the dog sees the cat " * 120, "der Hund sieht die Katze " * 120)  # > 512 tokens
+    prefix = write_corpus(tmp_path / "corpus", "valid", [past_positions] + PAIRS[:6] + [past_budget])
+    raw = tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 2}, eval={"dev_bleu_sentences": 4})
+    raw["data"]["valid"] = {"source": "files", "prefix": prefix}
+    assert train(config_from_dict(raw)) == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 of 8 dev pairs have a side longer than 127 tokens" in out
+    assert "warning: 1 of the 4 dev BLEU sources are longer than 127 tokens" in out
+    tokenizer = Tokenizer(tmp_path / "run" / "spm.model")
+    expected_tokens = sum(len(ids) + 1 for ids in tokenizer.encode([de for _, de in PAIRS[:6]]))  # + EOS
+    valid = metrics(tmp_path / "run", "valid")[-1]
+    assert valid["tokens"] == expected_tokens and "bleu" in valid
+    # translate eval truncates a long source with a warning naming the line.
+    src = write_lines(tmp_path / "src.txt", [PAIRS[0][0], past_budget[0]])
+    ref = write_lines(tmp_path / "ref.txt", [PAIRS[0][1], past_budget[1]])
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "checkpoint_last.pt"), "--src", str(src),
+                 "--ref", str(ref), "--beam", "1"]) == 0
+    assert "warning: line 2:" in capsys.readouterr().err
 
 
 def test_two_process_gloo_ddp(tmp_path):

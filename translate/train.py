@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from translate.batching import Batch, collate, make_batches, shard
+from translate.batching import Batch, collate, make_batches, shard, within_length
 from translate.checkpoint import copy_checkpoint, load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare
@@ -76,6 +76,8 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     if not env.is_main:
         data = prepare(cfg, verbose=False)
     tokenizer = Tokenizer(data.tokenizer_file)
+    if data.valid is not None:
+        _report_long_dev_pairs(data.valid, cfg, log)
 
     # 3. Model, optimizer, loss scaler; then the saved state when resuming.
     torch.manual_seed(cfg.train.seed)
@@ -265,13 +267,24 @@ def _check_divergence(state: TrainState, nll: float, cfg: Config, *, vocab_size:
 # Validation, checkpoints, stopping
 
 
+def scorable_dev_pairs(corpus: TokenizedCorpus, cfg: Config) -> np.ndarray:
+    """Indices of the dev pairs that teacher forcing can score: each side, with EOS/BOS, within the
+    position table (model.max_positions) and one batch (train.max_tokens). The dev set is never
+    filtered when prepared (its cache is shared by runs with other limits), so longer pairs are left
+    out here, as fairseq's --skip-invalid-size-inputs-valid-test does; dev BLEU truncates them."""
+    return within_length(corpus.src_lengths, corpus.tgt_lengths,
+                         limit=min(cfg.model.max_positions, cfg.train.max_tokens))
+
+
 @torch.no_grad()
 def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Distributed, autocast) -> dict:
-    """Teacher-forced dev loss, NLL, perplexity and token accuracy over all non-pad target tokens."""
+    """Teacher-forced dev loss, NLL, perplexity and token accuracy over all non-pad target tokens
+    of the pairs that fit (`scorable_dev_pairs`)."""
     was_training = model.training
     model.eval()
-    batches = make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=cfg.train.max_tokens,
-                           seed=0, epoch=0, shuffle=False)
+    kept = scorable_dev_pairs(corpus, cfg)
+    batches = [kept[b] for b in make_batches(corpus.src_lengths[kept], corpus.tgt_lengths[kept],
+                                             max_tokens=cfg.train.max_tokens, seed=0, epoch=0, shuffle=False)]
     totals = torch.zeros(4, dtype=torch.float64, device=env.device)
     for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
         batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(env.device)
@@ -285,6 +298,24 @@ def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Dist
     loss, nll, n_tokens, n_correct = totals.tolist()
     return {"loss": loss / n_tokens, "nll": nll / n_tokens, "ppl": format_perplexity(nll / n_tokens),
             "accuracy": n_correct / n_tokens, "tokens": int(n_tokens)}
+
+
+def _report_long_dev_pairs(corpus: TokenizedCorpus, cfg: Config, log) -> None:
+    """Say once, at startup, how many dev pairs the dev loss leaves out and how many dev BLEU sources
+    are truncated (the cache holds the dev pairs in file order, as dev BLEU reads them)."""
+    left_out = len(corpus) - len(scorable_dev_pairs(corpus, cfg))
+    if left_out:
+        limit = min(cfg.model.max_positions, cfg.train.max_tokens) - 1
+        what = (f"{left_out} of {len(corpus)} dev pairs have a side longer than {limit} tokens "
+                f"(model.max_positions {cfg.model.max_positions}, train.max_tokens {cfg.train.max_tokens})")
+        if left_out == len(corpus):
+            raise UserError(f"{what}: nothing left to validate on; raise those limits or use another data.valid")
+        log.line(f"warning: {what}; they are left out of the dev loss and perplexity")
+    bleu_sources = corpus.src_lengths[:cfg.eval.dev_bleu_sentences]
+    truncated = int((bleu_sources > cfg.model.max_positions - 1).sum())
+    if truncated:
+        log.line(f"warning: {truncated} of the {len(bleu_sources)} dev BLEU sources are longer than "
+                 f"{cfg.model.max_positions - 1} tokens (model.max_positions - 1); they are truncated when decoded")
 
 
 def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: Distributed, state: TrainState, log,
