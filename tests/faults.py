@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import torch
 import yaml
 
@@ -311,6 +312,76 @@ def disk_full(workdir: Path, *, trials: int, seed: int) -> Result:
                       f"{leftover_temp_files(run_dir)}: {err[-400:]}")
         last.write_bytes(saved)  # the next trial starts from the same state
     return result
+
+
+def disk_full_prepare(workdir: Path, *, trials: int, seed: int) -> Result:
+    """A write that fails while `translate prepare` builds the data cache (a file size limit while the
+    tokenizer or the token arrays are written, or ENOSPC from a seeded array write): one message
+    naming the path and data.data_dir, exit 2; nothing half-written left for a later run to trust,
+    and a later prepare with room builds exactly the cache an undisturbed one does."""
+    result = Result("disk full during prepare")
+    rng = random.Random(seed)
+    reference = workdir / "reference"
+    code, _, err = cli("prepare", "--config", write_config(workdir / "reference.yaml", tiny(reference)))
+    assert code == 0, err
+    expected = _cache_files(reference / "data")
+    tokenizer = next((reference / "data").glob("tok-*/spm.model"))
+    largest_array = max(p.stat().st_size for p in (reference / "data").glob("tok-*/*/*.npy"))
+    for trial in range(trials):
+        data_dir = workdir / f"t{trial}" / "data"
+        config = write_config(workdir / f"t{trial}.yaml", tiny(workdir / f"t{trial}"))
+        kind = ("tokenizer", "arrays", "enospc")[trial % 3]
+        if kind == "enospc":  # in this process: the k-th array write finds the disk full
+            real_save, calls, k = np.save, {"n": 0}, rng.randrange(8)
+
+            def full_disk(file, array, **kwargs):
+                calls["n"] += 1
+                if calls["n"] > k:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real_save(file, array, **kwargs)
+
+            try:
+                with mock.patch.object(np, "save", full_disk):
+                    code, _, err = cli("prepare", "--config", config)
+            except Exception as e:  # noqa: BLE001 - a traceback breaks the error contract
+                code, err = None, f"Traceback: {type(e).__name__}: {e}"
+            what = f"ENOSPC from array write {k + 1}"
+        else:  # a subprocess whose files may not grow past `limit` bytes (SIGXFSZ ignored)
+            if kind == "arrays":  # the tokenizer is there already: the token arrays hit the limit
+                (data_dir / tokenizer.parent.name).mkdir(parents=True)
+                shutil.copyfile(tokenizer, data_dir / tokenizer.parent.name / "spm.model")
+            size = tokenizer.stat().st_size if kind == "tokenizer" else largest_array
+            limit = int(size * rng.uniform(0.05, 0.98))
+
+            def limit_file_size(limit=limit):
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+            done = subprocess.run([sys.executable, "-m", "translate", "prepare", "--config", str(config)], cwd=REPO,
+                                  env=CHILD_ENV, capture_output=True, text=True, preexec_fn=limit_file_size, timeout=120)
+            code, err, what = done.returncode, done.stderr, f"{kind}: RLIMIT_FSIZE {limit}"
+        ok = one_clear_message(code, err, "cannot write the data cache", str(data_dir), "data.data_dir")
+        ok = ok and len(err.strip().splitlines()) == 1
+        half_written = _half_written(_cache_files(data_dir))
+        code, _, again = cli("prepare", "--config", config)
+        rebuilt = code == 0 and _cache_files(data_dir) == expected
+        result.record(ok and not half_written and rebuilt, lost=not rebuilt,
+                      why=f"{what}: half-written {half_written}, rebuilt {rebuilt}: {err[-300:]}{again[-200:]}")
+    return result
+
+
+def _half_written(files: dict[str, bytes]) -> list[str]:
+    """Cache files that are neither complete nor ignored by a later run: a split's files count as complete
+    when its directory holds meta.json (what `prepare` checks); temporaries (`*.tmp`) must be gone."""
+    def complete(name: str) -> bool:
+        directory, _, _ = name.rpartition("/")
+        return directory.count("/") == 0 or f"{directory}/meta.json" in files  # tok-*/spm.model or tok-*/split/*
+    return sorted(name for name in files if ".tmp" in name or not complete(name))
+
+
+def _cache_files(data_dir: Path) -> dict[str, bytes]:
+    """Every file under `data_dir`, by path relative to it."""
+    return {str(p.relative_to(data_dir)): p.read_bytes() for p in sorted(data_dir.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,6 +736,7 @@ FAULTS = {
     "kill9": (kill9, 3, 12),
     "signals": (stop_signals, 2, 6),
     "disk_full": (disk_full, 2, 6),
+    "disk_full_prepare": (disk_full_prepare, 3, 9),
     "nan_inf": (nan_inf, 4, 12),
     "divergence": (divergence, 2, 6),
     "fp16": (fp16_overflow, 3, 8),

@@ -1,6 +1,8 @@
 """prepare: cleaning counts, tokenizer ids, the content-keyed cache; token-budget batching."""
 
+import errno
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +75,24 @@ def test_corpus_empty_after_cleaning(tmp_path):
     with pytest.raises(UserError, match="empty after cleaning: 6 pairs read, 6 empty"):
         prepare(cfg, verbose=False)
     assert not list((tmp_path / "data").glob("tok-*/train-*"))  # nothing half-written
+
+
+def test_full_disk_while_caching_is_one_error_and_leaves_no_half_cache(tmp_path, monkeypatch):
+    cfg = files_config(tmp_path)
+    real_save = np.save
+
+    def full_after_two(file, array, **kwargs):  # the third array of a split finds the disk full
+        if len(list(Path(file).parent.glob("*.npy"))) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(file, array, **kwargs)
+
+    monkeypatch.setattr(np, "save", full_after_two)
+    with pytest.raises(UserError, match=r"cannot write the data cache .*/train-\w+: No space left on device.*"
+                                        r"data\.data_dir"):
+        prepare(cfg, verbose=False)
+    assert [p.name for p in (tmp_path / "data").glob("tok-*/*")] == ["spm.model"]  # no split, no .tmp
+    monkeypatch.setattr(np, "save", real_save)
+    assert len(prepare(cfg, verbose=False).train) == len(PAIRS)
 
 
 def test_batches_respect_budget_and_cover_everything():

@@ -95,8 +95,11 @@ def prepare(cfg: Config, *, verbose: bool = True) -> PreparedData:
         pairs = _normalized_pairs(d.train, cfg, desc="sampling")
         # A fixed sampling seed: runs that differ only in train.seed share one tokenizer and cache.
         sample = sample_sentences(pairs, max_sentences=d.spm_sample_sentences, seed=0)
-        train_tokenizer(sample, model_file=tokenizer_file, vocab_size=d.vocab_size,
-                        model_type=d.spm_model_type, character_coverage=d.spm_character_coverage)
+        try:
+            train_tokenizer(sample, model_file=tokenizer_file, vocab_size=d.vocab_size,
+                            model_type=d.spm_model_type, character_coverage=d.spm_character_coverage)
+        except OSError as e:
+            raise _cannot_write(tokenizer_file, e) from None
     tokenizer = Tokenizer(tokenizer_file)
 
     train, train_meta = _load_or_build(cfg, "train", d.train, tokenizer, tok_dir, clean=True, log=log)
@@ -184,7 +187,10 @@ def _load_or_build(cfg: Config, split: str, corpus: CorpusConfig, tokenizer: Tok
                         "check the files or relax data.max_tokens_per_sentence / data.max_length_ratio")
     meta = {"corpus": corpora.describe(corpus, src_lang=d.src_lang, tgt_lang=d.tgt_lang), "counts": vars(counts),
             "src_tokens": int(len(arrays["src.tokens"])), "tgt_tokens": int(len(arrays["tgt.tokens"]))}
-    _write_atomically(directory, arrays, meta)
+    try:
+        _write_atomically(directory, arrays, meta)
+    except OSError as e:
+        raise _cannot_write(directory, e) from None
     return load_split(directory), meta
 
 
@@ -242,10 +248,22 @@ def _keep(src: list[int], tgt: list[int], cfg: Config, counts: CleaningCounts) -
 
 
 def _write_atomically(directory: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write under `NAME.tmp`, then rename: `directory` (and its meta.json, which marks a cache as
+    complete) exists only once every file is written. A failed write removes the temporary directory;
+    one left by a kill is removed by the next build."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, array in arrays.items():
-        np.save(tmp / f"{name}.npy", array)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    tmp.rename(directory)
+    try:
+        tmp.mkdir(parents=True)
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        tmp.rename(directory)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _cannot_write(path: Path, error: OSError) -> UserError:
+    return UserError(f"cannot write the data cache {path}: {error.strerror or error}; nothing half-written was "
+                     "kept. Free disk space, or set data.data_dir to a writable place with room, and run again")
