@@ -9,7 +9,7 @@ import pytest
 
 from translate.batching import collate, make_batches, padding_fraction, shard, within_length
 from translate.config import config_from_dict
-from translate.data import prepare
+from translate.data import TokenizedCorpus, prepare, target_unigram_entropy
 from translate.errors import UserError
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -93,6 +93,15 @@ def test_full_disk_while_caching_is_one_error_and_leaves_no_half_cache(tmp_path,
     assert [p.name for p in (tmp_path / "data").glob("tok-*/*")] == ["spm.model"]  # no split, no .tmp
     monkeypatch.setattr(np, "save", real_save)
     assert len(prepare(cfg, verbose=False).train) == len(PAIRS)
+
+
+def test_target_unigram_entropy_counts_eos_and_is_chunk_independent():
+    corpus = TokenizedCorpus(np.zeros(0, np.uint16), np.zeros(3, np.int64),
+                             np.array([4, 4, 5], np.uint16), np.array([0, 2, 3], np.int64))
+    # Targets scored: 4 4 EOS | 5 EOS  ->  p = (2/5, 1/5, 2/5)
+    expected = -(2 * 0.4 * np.log(0.4) + 0.2 * np.log(0.2))
+    assert target_unigram_entropy(corpus, vocab_size=8) == pytest.approx(expected, rel=1e-12)
+    assert target_unigram_entropy(corpus, vocab_size=8, chunk=2) == pytest.approx(expected, rel=1e-12)
 
 
 def test_batches_respect_budget_and_cover_everything():

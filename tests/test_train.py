@@ -113,6 +113,33 @@ def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_divergence_signs_rise_and_no_better_than_token_frequencies(tmp_path):
+    cfg = config_from_dict(tiny_config(tmp_path, train={"divergence_nats": 2.0, "divergence_grace_steps": 100}))
+    sign = lambda nll, best=3.0, step=50: train_module._divergence_sign(  # noqa: E731
+        nll, best=best, step=step, cfg=cfg, unigram_entropy=4.8)
+    assert sign(5.01) == "rise" and sign(5.0) == ""  # more than divergence_nats above the best
+    # At or above the unigram entropy counts only after warmup (10) + grace (100) steps.
+    assert sign(4.8, best=4.7, step=110) == "" and sign(4.8, best=4.7, step=111) == "unigram"
+    assert sign(4.79, best=4.7, step=500) == ""
+
+
+def test_divergence_stops_after_patience_intervals_in_a_row(tmp_path):
+    cfg = config_from_dict(tiny_config(tmp_path, train={"divergence_patience": 3, "divergence_grace_steps": 0}))
+    state = train_module.TrainState(step=50)
+    check = lambda nll: train_module._check_divergence(state, nll, cfg, unigram_entropy=4.8, lr=0.3)  # noqa: E731
+    for nll in (4.7, 4.9, 4.9, 4.0, 4.9, 4.9):  # the interval at 4.0 resets the count
+        check(nll)
+    assert state.rising_intervals == 2 and state.best_train_nll == 4.0
+    with pytest.raises(train_module.TrainingStopped, match=r"no better than the unigram entropy .*4\.8 nats.*"
+                                                           r"optim\.lr \(0\.003\) too high.*--overwrite"):
+        check(4.9)
+    off = config_from_dict(tiny_config(tmp_path, train={"divergence_nats": 0.0, "divergence_grace_steps": 0}))
+    quiet = train_module.TrainState(step=50)
+    for _ in range(5):
+        train_module._check_divergence(quiet, 9.0, off, unigram_entropy=4.8, lr=0.3)
+    assert quiet.rising_intervals == 0
+
+
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     raw = tiny_config(tmp_path, train={"max_steps": 100000, "eval_every": 100000, "log_every": 1})
     config = write_config(tmp_path / "c.yaml", raw)
