@@ -201,7 +201,8 @@ def kill9(workdir: Path, *, kills: int, seed: int) -> Result:
     interpreter start and torch's imports (~3 s), so CI affords ten of them."""
     result = Result("kill -9 + resume")
     rng = random.Random(seed)
-    common = dict(max_steps=30, eval_every=1, save_every=1, keep_last=2, log_every=1)
+    # A kill lets the run advance ~3 steps at most, so this leaves steps for every kill to interrupt.
+    common = dict(max_steps=3 * kills, eval_every=1, save_every=1, keep_last=2, log_every=1)
     reference = workdir / "reference"
     config = write_config(workdir / "reference.yaml", tiny(workdir, out_dir=str(reference), **common))
     straight = _forked_translate("train", "--config", config)
