@@ -17,6 +17,7 @@ import io
 import json
 import lzma
 import math
+import multiprocessing
 import os
 import random
 import resource
@@ -24,13 +25,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import torch
 import yaml
+from tqdm import tqdm
 
 import translate.train as train_module
 from translate.checkpoint import load_checkpoint
@@ -148,6 +152,27 @@ def loss_fault(bad_calls: dict[int, float]):
         yield
 
 
+def _forked_translate(*argv) -> multiprocessing.Process:
+    """Start `translate ARGV` (output discarded) in a process forked from a server that imported
+    torch and torch._dynamo (which building the optimizer imports lazily) once: ~0.3 s to the first
+    step instead of ~3.5 s for a fresh interpreter. `.kill()` sends it SIGKILL."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["faults", "torch._dynamo"])  # only read when the server starts
+    proc = context.Process(target=_run_translate, args=([str(a) for a in argv],), daemon=True)
+    proc.start()
+    return proc
+
+
+def _run_translate(argv: list[str]) -> None:
+    torch.set_num_threads(1)  # as CHILD_ENV (OMP_NUM_THREADS=1) gives subprocesses
+    # tqdm's default lock is a multiprocessing semaphore that a SIGKILLed process leaves to the
+    # resource tracker (a "leaked semaphore" warning at exit); a thread lock does for one process.
+    tqdm.set_lock(threading.RLock())
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        code = main(argv)
+    sys.exit(code)
+
+
 def run_quietly(fn, *args, **kwargs):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -161,60 +186,101 @@ def run_quietly(fn, *args, **kwargs):
 # Kills and signals
 
 
+KILL_MOMENTS = ["startup", "mid-step", "checkpoint write", "after validation"]
+
+
 def kill9(workdir: Path, *, kills: int, seed: int) -> Result:
-    """SIGKILL `translate train` at seeded moments (startup, mid-step, during checkpoint writes),
-    then restart as a user would until done; the final weights must equal an uninterrupted run's."""
+    """SIGKILL one `translate train` run at `kills` seeded moments (during startup, mid-step, while a
+    checkpoint file is being written, just after a validation), restarting it after each as a user
+    would; after every kill checkpoint_last.pt must load, at least one kill must land inside a
+    checkpoint write (its temporary file left behind), and the final weights must equal an
+    uninterrupted run's.
+
+    Each run is `translate.cli.main(["train", ...])` in a process forked from a server that imported
+    torch once (`_forked_translate`): a kill then costs a fraction of a second instead of an
+    interpreter start and torch's imports (~3 s), so CI affords ten of them."""
     result = Result("kill -9 + resume")
     rng = random.Random(seed)
-    common = dict(max_steps=12, eval_every=1, save_every=1, keep_last=2, log_every=1)
-    reference_config = write_config(workdir / "reference.yaml", tiny(workdir, out_dir=str(workdir / "reference"), **common))
-    start = time.perf_counter()
-    subprocess.run(train_command(reference_config), cwd=REPO, env=CHILD_ENV, check=True, capture_output=True)
-    straight_seconds = time.perf_counter() - start
+    # A kill lets the run advance ~3 steps at most, so this leaves steps for every kill to interrupt.
+    common = dict(max_steps=3 * kills, eval_every=1, save_every=1, keep_last=2, log_every=1)
+    reference = workdir / "reference"
+    config = write_config(workdir / "reference.yaml", tiny(workdir, out_dir=str(reference), **common))
+    straight = _forked_translate("train", "--config", config)
+    straight.join()
+    assert straight.exitcode == 0, f"the uninterrupted reference run failed with exit {straight.exitcode}"
     run_dir = workdir / "killed"
     config = write_config(workdir / "killed.yaml", tiny(workdir, out_dir=str(run_dir), **common))
-    for _ in range(kills):
+    moments = [KILL_MOMENTS[i % len(KILL_MOMENTS)] for i in range(kills)]
+    rng.shuffle(moments)
+    inside_writes = 0
+    for moment in moments:
         flags = (("--resume",) if (run_dir / "checkpoint_last.pt").exists()
                  else ("--overwrite",) if run_dir.exists() and any(run_dir.iterdir()) else ())
-        proc = subprocess.Popen(train_command(config, *flags), cwd=REPO, env=CHILD_ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if rng.random() < 0.5:  # anywhere, startup included
-            time.sleep(rng.uniform(0.2, straight_seconds))
-        else:  # just after a checkpoint write began (eval_every=1: one per step)
-            target = rng.randint(1, 3) + _checkpoint_step(run_dir)
-            while proc.poll() is None and _checkpoint_step(run_dir) < target:
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.05))
-        finished = proc.poll() is not None
+        launched = time.time_ns()
+        before = _metrics_counts(run_dir)
+        proc = _forked_translate("train", "--config", config, *flags)
+        _wait_for(moment, proc, run_dir, before=before, launched=launched, rng=rng)
+        finished = not proc.is_alive()
         proc.kill()
-        _, err = proc.communicate()
-        if finished and proc.returncode != 0:
-            result.record(False, why=f"restart {flags} failed to start: {err[-500:]}")
+        proc.join()
+        if finished and proc.exitcode != 0:
+            result.record(False, why=f"{moment}: restart {flags} failed with exit {proc.exitcode}")
             continue
-        readable = True
-        if (run_dir / "checkpoint_last.pt").exists():
-            try:
+        inside_writes += any(p.stat().st_mtime_ns >= launched for p in run_dir.glob(".*.tmp"))
+        try:
+            if (run_dir / "checkpoint_last.pt").exists():
                 load_checkpoint(run_dir / "checkpoint_last.pt")
-            except UserError as e:
-                readable = False
-                result.failures.append(f"partial checkpoint after a kill: {e}")
-        result.record(readable, lost=not readable)
+            result.record(True)
+        except UserError as e:
+            result.record(False, lost=True, why=f"{moment}: partial checkpoint after a kill: {e}")
+    if kills >= len(KILL_MOMENTS) and not inside_writes:
+        result.record(False, why="no kill landed inside a checkpoint write")
     flags = ("--resume",) if (run_dir / "checkpoint_last.pt").exists() else ("--overwrite",)
-    done = subprocess.run(train_command(config, *flags), cwd=REPO, env=CHILD_ENV, capture_output=True, text=True)
-    if done.returncode != 0:
+    done = _forked_translate("train", "--config", config, *flags)
+    done.join()
+    if done.exitcode != 0:
         result.data_lost += 1
-        result.failures.append(f"final restart failed: {done.stderr[-500:]}")
-    elif not same_weights(weights(run_dir / "checkpoint_last.pt"), weights(workdir / "reference" / "checkpoint_last.pt")):
+        result.failures.append(f"final restart failed with exit {done.exitcode}")
+    elif not same_weights(weights(run_dir / "checkpoint_last.pt"), weights(reference / "checkpoint_last.pt")):
         result.data_lost += 1
         result.failures.append("final weights differ from the uninterrupted run")
     return result
 
 
-def _checkpoint_step(run_dir: Path) -> int:
+def _wait_for(moment: str, proc, run_dir: Path, *, before: tuple[int, int], launched: int, rng: random.Random) -> None:
+    """Return at the seeded kill moment (or when the process has exited)."""
+    train_lines, valid_lines = before
+    if moment == "startup":  # loading data, building the model, restoring the checkpoint
+        proc.join(rng.uniform(0.0, 0.3))
+        return
+    if moment == "mid-step":  # somewhere in the next steps: forward, backward, logging, validation
+        reached = lambda: _metrics_counts(run_dir)[0] > train_lines  # noqa: E731
+        pause = rng.uniform(0.0, 0.05)
+    elif moment == "checkpoint write":  # a .NAME.tmp written by this process exists: kill at once
+        reached = lambda: any(p.stat().st_mtime_ns >= launched for p in run_dir.glob(".*.tmp"))  # noqa: E731
+        pause = 0.0
+    else:  # "after validation": just after the 1st-3rd next validation began its checkpoint writes
+        target = valid_lines + rng.randint(1, 3)
+        reached = lambda: _metrics_counts(run_dir)[1] >= target  # noqa: E731
+        pause = rng.uniform(0.0, 0.02)
+    deadline = time.time() + 60
+    while proc.is_alive() and time.time() < deadline:
+        try:
+            if reached():
+                break
+        except FileNotFoundError:  # a temporary file renamed between listing and stat
+            pass
+        time.sleep(0.001)
+    time.sleep(pause)
+
+
+def _metrics_counts(run_dir: Path) -> tuple[int, int]:
+    """(train, valid) records in the run's metrics.jsonl so far."""
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
-        return 0
-    return sum(1 for line in metrics.read_text().splitlines() if '"valid"' in line)
+        return 0, 0
+    text = metrics.read_text()
+    return text.count('"kind": "train"'), text.count('"kind": "valid"')
 
 
 def stop_signals(workdir: Path, *, trials: int, seed: int) -> Result:
@@ -313,6 +379,76 @@ def disk_full(workdir: Path, *, trials: int, seed: int) -> Result:
     return result
 
 
+def disk_full_prepare(workdir: Path, *, trials: int, seed: int) -> Result:
+    """A write that fails while `translate prepare` builds the data cache (a file size limit while the
+    tokenizer or the token arrays are written, or ENOSPC from a seeded array write): one message
+    naming the path and data.data_dir, exit 2; nothing half-written left for a later run to trust,
+    and a later prepare with room builds exactly the cache an undisturbed one does."""
+    result = Result("disk full during prepare")
+    rng = random.Random(seed)
+    reference = workdir / "reference"
+    code, _, err = cli("prepare", "--config", write_config(workdir / "reference.yaml", tiny(reference)))
+    assert code == 0, err
+    expected = _cache_files(reference / "data")
+    tokenizer = next((reference / "data").glob("tok-*/spm.model"))
+    largest_array = max(p.stat().st_size for p in (reference / "data").glob("tok-*/*/*.npy"))
+    for trial in range(trials):
+        data_dir = workdir / f"t{trial}" / "data"
+        config = write_config(workdir / f"t{trial}.yaml", tiny(workdir / f"t{trial}"))
+        kind = ("tokenizer", "arrays", "enospc")[trial % 3]
+        if kind == "enospc":  # in this process: the k-th array write finds the disk full
+            real_save, calls, k = np.save, {"n": 0}, rng.randrange(8)
+
+            def full_disk(file, array, **kwargs):
+                calls["n"] += 1
+                if calls["n"] > k:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return real_save(file, array, **kwargs)
+
+            try:
+                with mock.patch.object(np, "save", full_disk):
+                    code, _, err = cli("prepare", "--config", config)
+            except Exception as e:  # noqa: BLE001 - a traceback breaks the error contract
+                code, err = None, f"Traceback: {type(e).__name__}: {e}"
+            what = f"ENOSPC from array write {k + 1}"
+        else:  # a subprocess whose files may not grow past `limit` bytes (SIGXFSZ ignored)
+            if kind == "arrays":  # the tokenizer is there already: the token arrays hit the limit
+                (data_dir / tokenizer.parent.name).mkdir(parents=True)
+                shutil.copyfile(tokenizer, data_dir / tokenizer.parent.name / "spm.model")
+            size = tokenizer.stat().st_size if kind == "tokenizer" else largest_array
+            limit = int(size * rng.uniform(0.05, 0.98))
+
+            def limit_file_size(limit=limit):
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+            done = subprocess.run([sys.executable, "-m", "translate", "prepare", "--config", str(config)], cwd=REPO,
+                                  env=CHILD_ENV, capture_output=True, text=True, preexec_fn=limit_file_size, timeout=120)
+            code, err, what = done.returncode, done.stderr, f"{kind}: RLIMIT_FSIZE {limit}"
+        ok = one_clear_message(code, err, "cannot write the data cache", str(data_dir), "data.data_dir")
+        ok = ok and len(err.strip().splitlines()) == 1
+        half_written = _half_written(_cache_files(data_dir))
+        code, _, again = cli("prepare", "--config", config)
+        rebuilt = code == 0 and _cache_files(data_dir) == expected
+        result.record(ok and not half_written and rebuilt, lost=not rebuilt,
+                      why=f"{what}: half-written {half_written}, rebuilt {rebuilt}: {err[-300:]}{again[-200:]}")
+    return result
+
+
+def _half_written(files: dict[str, bytes]) -> list[str]:
+    """Cache files that are neither complete nor ignored by a later run: a split's files count as complete
+    when its directory holds meta.json (what `prepare` checks); temporaries (`*.tmp`) must be gone."""
+    def complete(name: str) -> bool:
+        directory, _, _ = name.rpartition("/")
+        return directory.count("/") == 0 or f"{directory}/meta.json" in files  # tok-*/spm.model or tok-*/split/*
+    return sorted(name for name in files if ".tmp" in name or not complete(name))
+
+
+def _cache_files(data_dir: Path) -> dict[str, bytes]:
+    """Every file under `data_dir`, by path relative to it."""
+    return {str(p.relative_to(data_dir)): p.read_bytes() for p in sorted(data_dir.rglob("*")) if p.is_file()}
+
+
 # ---------------------------------------------------------------------------------------------
 # NaN / Inf, divergence, fp16 overflow
 
@@ -351,10 +487,12 @@ def nan_inf(workdir: Path, *, trials: int, seed: int) -> Result:
 
 
 def divergence(workdir: Path, *, trials: int, seed: int) -> Result:
-    """Finite garbage (the loss blown up by a too-high lr, simulated by scaling the logits from a
-    seeded step on): training stops within train.divergence_patience log intervals with a
-    diagnostic naming lr, warmup and precision, and checkpoint_last.pt keeps a good state."""
-    result = Result("divergence (finite garbage)")
+    """Finite garbage (the loss blown up, simulated by scaling the logits from a seeded step on), and
+    the real thing: the learning rate 100× too high, which on the tiny model collapses to predicting
+    token frequencies instead of blowing up. Training stops within a bounded number of steps with a
+    diagnostic naming lr, warmup and precision, and checkpoint_last.pt keeps the state saved before
+    the first diverging log interval. A normal run past the same checks does not trigger them."""
+    result = Result("divergence (garbage; lr × 100)")
     rng = random.Random(seed)
     for trial in range(trials):
         start = rng.randint(12, 25)
@@ -362,23 +500,37 @@ def divergence(workdir: Path, *, trials: int, seed: int) -> Result:
         raw["optim"]["lr"] = 3e-3 * rng.choice([1, 100])
         with loss_fault({c: 30.0 for c in range(start, 1000)}):
             error, _ = run_quietly(train_module.train, config_from_dict(raw))
-        run_dir = Path(raw["train"]["out_dir"])
-        message = str(error)
-        named = all(w in message for w in ("optim.lr", "optim.warmup_steps", "precision", "checkpoint_last.pt"))
-        records = train_metrics(run_dir)
-        try:
-            state = load_checkpoint(run_dir / "checkpoint_last.pt")
-            kept = state["step"] <= start and state["step"] == 10 * (start // 10)
-        except UserError:
-            kept = False
-        ok = isinstance(error, train_module.TrainingStopped) and named and records[-1]["step"] <= start + 3 and kept
-        result.record(ok, lost=not kept, why=f"garbage from step {start}: {message[:300]}, stopped at "
-                      f"{records[-1]['step']}, checkpoint kept {kept}")
-    # And never on a normal run (the golden-trace and end-to-end tests also run with it on).
-    raw = tiny(workdir / "normal", max_steps=60, log_every=1, eval_every=1000)
+        _record_stop(result, error, Path(raw["train"]["out_dir"]), last_good=start, within=3,
+                     what=f"garbage from step {start}")
+    # lr × 100, nothing injected. The grace after warmup is cut from 500 to 100 steps to keep CI fast
+    # (the tiny model beats token frequencies by step ~80 at its normal lr).
+    checks = dict(log_every=5, eval_every=10, divergence_grace_steps=100)
+    check_from = 10 + checks["divergence_grace_steps"]  # warmup_steps + grace
+    for trial in range(max(1, trials // 2)):
+        raw = tiny(workdir / f"lr{trial}", max_steps=1000, seed=1 + trial, **checks)
+        raw["optim"]["lr"] = 3e-3 * 100
+        error, _ = run_quietly(train_module.train, config_from_dict(raw))
+        _record_stop(result, error, Path(raw["train"]["out_dir"]), last_good=check_from, within=3 * 5,
+                     what=f"lr x 100, seed {1 + trial}")
+    # Never on a normal run (the golden-trace and end-to-end tests also run with the checks on).
+    raw = tiny(workdir / "normal", max_steps=check_from + 40, **checks)
     code, _ = run_quietly(train_module.train, config_from_dict(raw))
     result.record(code == 0, why=f"false alarm on a normal run: {code}")
     return result
+
+
+def _record_stop(result: Result, error, run_dir: Path, *, last_good: int, within: int, what: str) -> None:
+    """Stopped with the diagnostic, within `within` steps of `last_good` (the last step before
+    divergence), and checkpoint_last.pt is the last validation save (eval_every=10) up to it."""
+    message = str(error)
+    named = all(w in message for w in ("optim.lr", "optim.warmup_steps", "precision", "checkpoint_last.pt"))
+    stopped_at = train_metrics(run_dir)[-1]["step"]
+    try:
+        kept = load_checkpoint(run_dir / "checkpoint_last.pt")["step"] == 10 * (last_good // 10)
+    except UserError:
+        kept = False
+    ok = isinstance(error, train_module.TrainingStopped) and named and stopped_at <= last_good + within and kept
+    result.record(ok, lost=not kept, why=f"{what}: {message[:300]}, stopped at {stopped_at}, checkpoint kept {kept}")
 
 
 def fp16_overflow(workdir: Path, *, trials: int, seed: int) -> Result:
@@ -662,9 +814,10 @@ def translate_input(workdir: Path, *, trials: int, seed: int) -> Result:
 
 # name → (function, trials in CI, trials with --full)
 FAULTS = {
-    "kill9": (kill9, 3, 12),
+    "kill9": (kill9, 10, 40),
     "signals": (stop_signals, 2, 6),
     "disk_full": (disk_full, 2, 6),
+    "disk_full_prepare": (disk_full_prepare, 3, 9),
     "nan_inf": (nan_inf, 4, 12),
     "divergence": (divergence, 2, 6),
     "fp16": (fp16_overflow, 3, 8),
@@ -682,3 +835,4 @@ def run_fault(name: str, workdir: Path, *, full: bool = False, seed: int = 0) ->
     if fn is kill9:
         return fn(workdir, kills=trials, seed=seed)
     return fn(workdir, trials=trials, seed=seed)
+

@@ -74,6 +74,7 @@ def test_all_problems_collected_in_one_message(tmp_path):
     ("optim", "betas", [0.9], "optim.betas ([0.9]) must be a list of 2 values"),
     ("train", "max_tokens", 10, "train.max_tokens (10) must be at least the longest allowed sentence"),
     ("data", "train", "corpus.txt", "data.train must be a mapping of keys"),
+    ("train", "divergence_grace_steps", -1, "train.divergence_grace_steps (-1) must not be negative"),
 ])
 def test_type_and_range_errors(tmp_path, section, key, value, fragment):
     raw = tiny_config(tmp_path)

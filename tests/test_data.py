@@ -1,13 +1,15 @@
 """prepare: cleaning counts, tokenizer ids, the content-keyed cache; token-budget batching."""
 
+import errno
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from translate.batching import collate, make_batches, padding_fraction, shard
+from translate.batching import collate, make_batches, padding_fraction, shard, within_length
 from translate.config import config_from_dict
-from translate.data import prepare
+from translate.data import TokenizedCorpus, prepare, target_unigram_entropy
 from translate.errors import UserError
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -75,6 +77,33 @@ def test_corpus_empty_after_cleaning(tmp_path):
     assert not list((tmp_path / "data").glob("tok-*/train-*"))  # nothing half-written
 
 
+def test_full_disk_while_caching_is_one_error_and_leaves_no_half_cache(tmp_path, monkeypatch):
+    cfg = files_config(tmp_path)
+    real_save = np.save
+
+    def full_after_two(file, array, **kwargs):  # the third array of a split finds the disk full
+        if len(list(Path(file).parent.glob("*.npy"))) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(file, array, **kwargs)
+
+    monkeypatch.setattr(np, "save", full_after_two)
+    with pytest.raises(UserError, match=r"cannot write the data cache .*/train-\w+: No space left on device.*"
+                                        r"data\.data_dir"):
+        prepare(cfg, verbose=False)
+    assert [p.name for p in (tmp_path / "data").glob("tok-*/*")] == ["spm.model"]  # no split, no .tmp
+    monkeypatch.setattr(np, "save", real_save)
+    assert len(prepare(cfg, verbose=False).train) == len(PAIRS)
+
+
+def test_target_unigram_entropy_counts_eos_and_is_chunk_independent():
+    corpus = TokenizedCorpus(np.zeros(0, np.uint16), np.zeros(3, np.int64),
+                             np.array([4, 4, 5], np.uint16), np.array([0, 2, 3], np.int64))
+    # Targets scored: 4 4 EOS | 5 EOS  ->  p = (2/5, 1/5, 2/5)
+    expected = -(2 * 0.4 * np.log(0.4) + 0.2 * np.log(0.2))
+    assert target_unigram_entropy(corpus, vocab_size=8) == pytest.approx(expected, rel=1e-12)
+    assert target_unigram_entropy(corpus, vocab_size=8, chunk=2) == pytest.approx(expected, rel=1e-12)
+
+
 def test_batches_respect_budget_and_cover_everything():
     rng = np.random.default_rng(0)
     src, tgt = rng.integers(1, 60, 5000), rng.integers(1, 60, 5000)
@@ -101,6 +130,12 @@ def test_batches_deterministic_by_seed_and_epoch():
 def test_sentence_longer_than_budget_is_refused():
     with pytest.raises(ValueError, match="exceeds max_tokens"):
         make_batches(np.array([100]), np.array([5]), max_tokens=50, seed=0, epoch=0)
+
+
+def test_within_length_counts_the_eos_or_bos():
+    src, tgt = np.array([9, 10, 3, 12]), np.array([4, 2, 10, 1])
+    assert within_length(src, tgt, limit=10).tolist() == [0]  # 9 + EOS fits; 10 + EOS/BOS does not
+    assert within_length(src, tgt, limit=13).tolist() == [0, 1, 2, 3]
 
 
 def test_shards_are_disjoint_and_equal_sized():

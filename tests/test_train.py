@@ -16,9 +16,10 @@ from translate.cli import main
 from translate.config import config_from_dict
 from translate.errors import UserError
 from translate.metrics import format_perplexity
+from translate.tokenizer import Tokenizer
 from translate.train import train
 
-from conftest import REPO, tiny_config, write_config
+from conftest import PAIRS, REPO, tiny_config, write_config, write_corpus, write_lines
 
 
 def metrics(run_dir, kind="train"):
@@ -112,6 +113,33 @@ def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_divergence_signs_rise_and_no_better_than_token_frequencies(tmp_path):
+    cfg = config_from_dict(tiny_config(tmp_path, train={"divergence_nats": 2.0, "divergence_grace_steps": 100}))
+    sign = lambda nll, best=3.0, step=50: train_module._divergence_sign(  # noqa: E731
+        nll, best=best, step=step, cfg=cfg, unigram_entropy=4.8)
+    assert sign(5.01) == "rise" and sign(5.0) == ""  # more than divergence_nats above the best
+    # At or above the unigram entropy counts only after warmup (10) + grace (100) steps.
+    assert sign(4.8, best=4.7, step=110) == "" and sign(4.8, best=4.7, step=111) == "unigram"
+    assert sign(4.79, best=4.7, step=500) == ""
+
+
+def test_divergence_stops_after_patience_intervals_in_a_row(tmp_path):
+    cfg = config_from_dict(tiny_config(tmp_path, train={"divergence_patience": 3, "divergence_grace_steps": 0}))
+    state = train_module.TrainState(step=50)
+    check = lambda nll: train_module._check_divergence(state, nll, cfg, unigram_entropy=4.8, lr=0.3)  # noqa: E731
+    for nll in (4.7, 4.9, 4.9, 4.0, 4.9, 4.9):  # the interval at 4.0 resets the count
+        check(nll)
+    assert state.rising_intervals == 2 and state.best_train_nll == 4.0
+    with pytest.raises(train_module.TrainingStopped, match=r"no better than the unigram entropy .*4\.8 nats.*"
+                                                           r"optim\.lr \(0\.003\) too high.*--overwrite"):
+        check(4.9)
+    off = config_from_dict(tiny_config(tmp_path, train={"divergence_nats": 0.0, "divergence_grace_steps": 0}))
+    quiet = train_module.TrainState(step=50)
+    for _ in range(5):
+        train_module._check_divergence(quiet, 9.0, off, unigram_entropy=4.8, lr=0.3)
+    assert quiet.rising_intervals == 0
+
+
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
     raw = tiny_config(tmp_path, train={"max_steps": 100000, "eval_every": 100000, "log_every": 1})
     config = write_config(tmp_path / "c.yaml", raw)
@@ -147,6 +175,30 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "run" / "spm.model").unlink()
     assert main(["eval", "--checkpoint", str(path)]) == 2
     assert "spm.model" in capsys.readouterr().err and "missing" in capsys.readouterr().err + "missing"
+
+
+def test_long_dev_pairs_are_left_out_of_the_dev_loss_and_truncated_for_bleu(tmp_path, capsys):
+    """Dev pairs never go through training's length filter: one longer than model.max_positions and
+    one longer than train.max_tokens must not crash validation, dev BLEU or `translate eval`."""
+    past_positions = ("the dog sees the cat " * 30, "der Hund sieht die Katze")  # > 127 tokens, < 512
+    past_budget = ("the dog sees the cat " * 120, "der Hund sieht die Katze " * 120)  # > 512 tokens
+    prefix = write_corpus(tmp_path / "corpus", "valid", [past_positions] + PAIRS[:6] + [past_budget])
+    raw = tiny_config(tmp_path, train={"max_steps": 2, "eval_every": 2}, eval={"dev_bleu_sentences": 4})
+    raw["data"]["valid"] = {"source": "files", "prefix": prefix}
+    assert train(config_from_dict(raw)) == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 of 8 dev pairs have a side longer than 127 tokens" in out
+    assert "warning: 1 of the 4 dev BLEU sources are longer than 127 tokens" in out
+    tokenizer = Tokenizer(tmp_path / "run" / "spm.model")
+    expected_tokens = sum(len(ids) + 1 for ids in tokenizer.encode([de for _, de in PAIRS[:6]]))  # + EOS
+    valid = metrics(tmp_path / "run", "valid")[-1]
+    assert valid["tokens"] == expected_tokens and "bleu" in valid
+    # translate eval truncates a long source with a warning naming the line.
+    src = write_lines(tmp_path / "src.txt", [PAIRS[0][0], past_budget[0]])
+    ref = write_lines(tmp_path / "ref.txt", [PAIRS[0][1], past_budget[1]])
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "checkpoint_last.pt"), "--src", str(src),
+                 "--ref", str(ref), "--beam", "1"]) == 0
+    assert "warning: line 2:" in capsys.readouterr().err
 
 
 def test_two_process_gloo_ddp(tmp_path):

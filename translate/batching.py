@@ -60,6 +60,12 @@ def make_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, max_tokens
     return batches
 
 
+def within_length(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, limit: int) -> np.ndarray:
+    """Indices of the pairs whose longer side, with its EOS (source) or BOS (target), is at most
+    `limit` tokens: what a position table of `limit` rows and a `limit`-token batch can hold."""
+    return np.flatnonzero(np.maximum(src_lengths, tgt_lengths) + 1 <= limit)
+
+
 def pack_sorted(order: np.ndarray, sorted_padded: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """Cut the length-sorted `order` into consecutive runs that fit the budget.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from translate.batching import collate, make_batches
+from translate.batching import collate, make_batches, within_length
 from translate.data import TokenizedCorpus
 from translate.tokenizer import PAD_ID
 
@@ -66,8 +66,10 @@ def calibration(model, corpus: TokenizedCorpus, *, device: torch.device, max_tok
     """ECE, accuracy, mean confidence / entropy and NLL of `model` on `corpus` (teacher forcing)."""
     model.eval()
     stats = CalibrationStats(n_bins=n_bins)
-    batches = make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=max_tokens, seed=0, epoch=0,
-                           shuffle=False)
+    # Pairs longer than the position table or one batch cannot be teacher-forced; left out (as in validation).
+    kept = within_length(corpus.src_lengths, corpus.tgt_lengths, limit=min(model.cfg.max_positions, max_tokens))
+    batches = [kept[b] for b in make_batches(corpus.src_lengths[kept], corpus.tgt_lengths[kept], max_tokens=max_tokens,
+                                             seed=0, epoch=0, shuffle=False)]
     for idx in batches:
         batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(device)
         logits = model(batch.src, batch.tgt_in, batch.src == PAD_ID)  # (B, T, V)

@@ -132,9 +132,12 @@ class TrainConfig:
     keep_last: int = 5  # numbered checkpoints kept
     max_bad_steps: int = 10  # consecutive non-finite steps before training stops
     # Divergence (finite garbage): stop when the training NLL of divergence_patience log intervals in
-    # a row exceeds its best so far by divergence_nats, or after warmup ln(vocab size) + divergence_nats.
-    divergence_nats: float = 2.0  # 0 = off
+    # a row exceeds its best so far by divergence_nats, or, more than divergence_grace_steps after
+    # warmup, is no lower than the unigram entropy of the training targets (no better than predicting
+    # token frequencies: where Adam with a far too high lr collapses rather than blows up).
+    divergence_nats: float = 2.0  # 0 = off (both rules)
     divergence_patience: int = 3
+    divergence_grace_steps: int = 500  # steps after warmup that a model may take to beat token frequencies
     best_metric: BestMetric = BestMetric.NLL
 
 
@@ -460,6 +463,7 @@ def validate(cfg: Config) -> list[str]:
     check(t.max_bad_steps >= 1, f"train.max_bad_steps ({t.max_bad_steps}) must be at least 1")
     check(t.divergence_nats >= 0, f"train.divergence_nats ({t.divergence_nats}) must not be negative (0 disables it)")
     check(t.divergence_patience >= 1, f"train.divergence_patience ({t.divergence_patience}) must be at least 1")
+    check(t.divergence_grace_steps >= 0, f"train.divergence_grace_steps ({t.divergence_grace_steps}) must not be negative")
 
     check(e.beam >= 1, f"eval.beam ({e.beam}) must be at least 1")
     check(e.lenpen >= 0, f"eval.lenpen ({e.lenpen}) must not be negative")

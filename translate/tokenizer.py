@@ -86,8 +86,12 @@ def train_tokenizer(sentences: list[str], *, model_file: Path, vocab_size: int, 
         num_threads=4,
         minloglevel=2,
     )
-    model_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = model_file.with_suffix(".tmp")
-    tmp.write_bytes(model.getvalue())
-    tmp.replace(model_file)
+    try:  # atomically: a later run trusts any spm.model it finds
+        model_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(model.getvalue())
+        tmp.replace(model_file)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return Tokenizer(model_file)

@@ -23,10 +23,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from translate.batching import Batch, BatchStream, collate, make_batches, shard
+from translate.batching import Batch, BatchStream, collate, make_batches, shard, within_length
 from translate.checkpoint import copy_checkpoint, load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
-from translate.data import PreparedData, TokenizedCorpus, prepare
+from translate.data import PreparedData, TokenizedCorpus, prepare, target_unigram_entropy
 from translate.errors import UserError
 from translate.loss import LossSums, linear_label_smoothed_cross_entropy
 from translate.metrics import Interval, RunLogger, format_perplexity, format_record
@@ -53,7 +53,7 @@ class TrainState:
     consecutive_bad: int = 0
     best: dict = field(default_factory=dict)  # {"nll": ..., "bleu": ..., "step": ...}
     best_train_nll: float = math.inf  # lowest training NLL of a log interval (divergence check)
-    rising_intervals: int = 0  # log intervals in a row whose NLL counted as diverging
+    rising_intervals: int = 0  # log intervals in a row whose NLL counted as diverging (see _divergence_sign)
     train_seconds: float = 0.0
 
 
@@ -76,6 +76,12 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     if not env.is_main:
         data = prepare(cfg, verbose=False)
     tokenizer = Tokenizer(data.tokenizer_file)
+    if data.valid is not None:
+        _report_long_dev_pairs(data.valid, cfg, log)
+    unigram_entropy = target_unigram_entropy(data.train, vocab_size=tokenizer.vocab_size)
+    if cfg.train.divergence_nats:
+        log.line(f"divergence check: training targets' unigram entropy {unigram_entropy:.3f} nats; a training NLL "
+                 f"no lower after step {cfg.optim.warmup_steps + cfg.train.divergence_grace_steps} stops the run")
 
     # 3. Model, optimizer, loss scaler; then the saved state when resuming.
     torch.manual_seed(cfg.train.seed)
@@ -147,7 +153,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                 log.metrics(record)
                 log.line(format_record(record))
                 bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=record["ppl"], lr=f"{lr:.2e}")
-                _check_divergence(state, record["nll"], cfg, vocab_size=tokenizer.vocab_size, lr=lr)
+                _check_divergence(state, record["nll"], cfg, unigram_entropy=unigram_entropy, lr=lr)
             if state.step % cfg.train.eval_every == 0:
                 _validate_and_save(model, data, tokenizer, cfg, env, state, log, optimizer, scaler, start_time, autocast)
             elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
@@ -250,43 +256,75 @@ def _handle_bad_step(state: TrainState, cfg: Config, log, *, lr: float, grad_nor
             f"or fp16 overflow (try train.precision: bf16). The last good state is in checkpoint_last.pt")
 
 
-def _check_divergence(state: TrainState, nll: float, cfg: Config, *, vocab_size: int, lr: float) -> None:
-    """Stop on a sustained rise of the training NLL: finite garbage that the finite check cannot see.
+def _divergence_sign(nll: float, *, best: float, step: int, cfg: Config, unigram_entropy: float) -> str:
+    """Why a log interval's training NLL counts as diverging: "rise", "unigram", or "" (it does not).
 
-    A log interval counts as diverging when its NLL exceeds the best interval so far by
-    train.divergence_nats or, after warmup, exceeds ln(vocab_size) + divergence_nats (worse than
-    guessing uniformly). After train.divergence_patience such intervals in a row training stops
-    without saving, so checkpoint_last.pt keeps the last state written before the rise was noticed.
+    rise: more than train.divergence_nats above the best interval so far: the loss is blowing up.
+    unigram: more than train.divergence_grace_steps after warmup, no lower than the unigram entropy of
+    the training targets, i.e. no better than predicting token frequencies while ignoring the source
+    and the target prefix. A far too high lr often ends there rather than in a rising loss: Adam's
+    steps blow the weights up, LayerNorm keeps the logits bounded, and only the output bias still
+    learns. Healthy runs are below it long before warmup ends (the shipped GPU configs within ~300
+    steps, the tiny CPU test model within ~80, or ~250 at a third of its lr).
     """
-    margin = cfg.train.divergence_nats
-    if not margin:
+    if nll > best + cfg.train.divergence_nats:
+        return "rise"
+    if step > cfg.optim.warmup_steps + cfg.train.divergence_grace_steps and nll >= unigram_entropy:
+        return "unigram"
+    return ""
+
+
+def _check_divergence(state: TrainState, nll: float, cfg: Config, *, unigram_entropy: float, lr: float) -> None:
+    """Stop after train.divergence_patience diverging log intervals in a row (`_divergence_sign`):
+    finite garbage that the finite check cannot see. Training stops without saving, so
+    checkpoint_last.pt keeps the last state written before the first diverging interval (validation
+    does not overwrite it while intervals are diverging)."""
+    if not cfg.train.divergence_nats:
         return
-    ceiling = state.best_train_nll + margin
-    if state.step > cfg.optim.warmup_steps:
-        ceiling = min(ceiling, math.log(vocab_size) + margin)
+    sign = _divergence_sign(nll, best=state.best_train_nll, step=state.step, cfg=cfg, unigram_entropy=unigram_entropy)
     state.best_train_nll = min(state.best_train_nll, nll)
-    state.rising_intervals = state.rising_intervals + 1 if nll > ceiling else 0
-    if state.rising_intervals >= cfg.train.divergence_patience:
+    state.rising_intervals = state.rising_intervals + 1 if sign else 0
+    if state.rising_intervals < cfg.train.divergence_patience:
+        return
+    causes = (f"Likely causes: optim.lr ({cfg.optim.lr:g}) too high, optim.warmup_steps ({cfg.optim.warmup_steps}) "
+              "too short, or fp16 precision overflow (try train.precision: bf16 or fp32).")
+    if sign == "rise":
         raise TrainingStopped(
-            f"training diverged: the training NLL is {nll:.3g} at step {state.step}, more than "
-            f"train.divergence_nats ({margin:g}) above its best ({state.best_train_nll:.3g}) or above "
-            f"ln(vocab size) + {margin:g} for {state.rising_intervals} log intervals in a row (lr {lr:.3g}). "
-            f"Likely causes: optim.lr ({cfg.optim.lr:g}) too high, optim.warmup_steps ({cfg.optim.warmup_steps}) "
-            "too short, or fp16 precision overflow (try train.precision: bf16 or fp32). checkpoint_last.pt "
-            "keeps the last state saved before the rise; lower optim.lr and --resume")
+            f"training diverged: the training NLL is {nll:.3g} at step {state.step}, more than train.divergence_nats "
+            f"({cfg.train.divergence_nats:g}) above its best ({state.best_train_nll:.3g}) for {state.rising_intervals} "
+            f"log intervals in a row (lr {lr:.3g}). {causes} checkpoint_last.pt keeps the last state saved before "
+            "the rise; lower optim.lr and --resume")
+    raise TrainingStopped(
+        f"training failed: the training NLL is {nll:.3g} at step {state.step}, no better than the unigram entropy "
+        f"of the training targets ({unigram_entropy:.3g} nats: predicting token frequencies, ignoring the source) "
+        f"for {state.rising_intervals} log intervals in a row, more than train.divergence_grace_steps "
+        f"({cfg.train.divergence_grace_steps}) steps after warmup (lr {lr:.3g}). {causes} (A far too low lr or a "
+        "model too small can also stall there.) checkpoint_last.pt keeps the last state saved before this was "
+        "detected, but no better one exists: lower optim.lr and start again (--overwrite)")
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation, checkpoints, stopping
 
 
+def scorable_dev_pairs(corpus: TokenizedCorpus, cfg: Config) -> np.ndarray:
+    """Indices of the dev pairs that teacher forcing can score: each side, with EOS/BOS, within the
+    position table (model.max_positions) and one batch (train.max_tokens). The dev set is never
+    filtered when prepared (its cache is shared by runs with other limits), so longer pairs are left
+    out here, as fairseq's --skip-invalid-size-inputs-valid-test does; dev BLEU truncates them."""
+    return within_length(corpus.src_lengths, corpus.tgt_lengths,
+                         limit=min(cfg.model.max_positions, cfg.train.max_tokens))
+
+
 @torch.no_grad()
 def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Distributed, autocast) -> dict:
-    """Teacher-forced dev loss, NLL, perplexity and token accuracy over all non-pad target tokens."""
+    """Teacher-forced dev loss, NLL, perplexity and token accuracy over all non-pad target tokens
+    of the pairs that fit (`scorable_dev_pairs`)."""
     was_training = model.training
     model.eval()
-    batches = make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=cfg.train.max_tokens,
-                           seed=0, epoch=0, shuffle=False)
+    kept = scorable_dev_pairs(corpus, cfg)
+    batches = [kept[b] for b in make_batches(corpus.src_lengths[kept], corpus.tgt_lengths[kept],
+                                             max_tokens=cfg.train.max_tokens, seed=0, epoch=0, shuffle=False)]
     totals = torch.zeros(4, dtype=torch.float64, device=env.device)
     for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
         batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(env.device)
@@ -300,6 +338,24 @@ def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Dist
             "accuracy": n_correct / n_tokens, "tokens": int(n_tokens)}
 
 
+def _report_long_dev_pairs(corpus: TokenizedCorpus, cfg: Config, log) -> None:
+    """Say once, at startup, how many dev pairs the dev loss leaves out and how many dev BLEU sources
+    are truncated (the cache holds the dev pairs in file order, as dev BLEU reads them)."""
+    left_out = len(corpus) - len(scorable_dev_pairs(corpus, cfg))
+    if left_out:
+        limit = min(cfg.model.max_positions, cfg.train.max_tokens) - 1
+        what = (f"{left_out} of {len(corpus)} dev pairs have a side longer than {limit} tokens "
+                f"(model.max_positions {cfg.model.max_positions}, train.max_tokens {cfg.train.max_tokens})")
+        if left_out == len(corpus):
+            raise UserError(f"{what}: nothing left to validate on; raise those limits or use another data.valid")
+        log.line(f"warning: {what}; they are left out of the dev loss and perplexity")
+    bleu_sources = corpus.src_lengths[:cfg.eval.dev_bleu_sentences]
+    truncated = int((bleu_sources > cfg.model.max_positions - 1).sum())
+    if truncated:
+        log.line(f"warning: {truncated} of the {len(bleu_sources)} dev BLEU sources are longer than "
+                 f"{cfg.model.max_positions - 1} tokens (model.max_positions - 1); they are truncated when decoded")
+
+
 def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: Distributed, state: TrainState, log,
                        optimizer, scaler, start_time: float, autocast) -> None:
     record = {"kind": "valid", "step": state.step}
@@ -311,9 +367,9 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
     log.metrics(record)
     log.line("valid " + format_record(record))
     if state.rising_intervals:
-        # The training loss is rising sharply (see _check_divergence): keep the last checkpoint from
-        # before the rise rather than overwrite it with what may be garbage.
-        log.line(f"step {state.step}: training NLL rising ({state.rising_intervals} log intervals); "
+        # The training loss looks diverged (see _divergence_sign): keep the last checkpoint from
+        # before that rather than overwrite it with what may be garbage.
+        log.line(f"step {state.step}: training NLL diverging ({state.rising_intervals} log intervals); "
                  "checkpoint_last.pt not overwritten")
         return
     improved = _is_better(record, state.best, cfg.train.best_metric)
