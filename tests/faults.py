@@ -36,6 +36,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+import translate.guards as guards
 import translate.train as train_module
 from translate.checkpoint import load_checkpoint
 from translate.cli import main
@@ -529,7 +530,7 @@ def _record_stop(result: Result, error, run_dir: Path, *, last_good: int, within
         kept = load_checkpoint(run_dir / "checkpoint_last.pt")["step"] == 10 * (last_good // 10)
     except UserError:
         kept = False
-    ok = isinstance(error, train_module.TrainingStopped) and named and stopped_at <= last_good + within and kept
+    ok = isinstance(error, guards.TrainingStopped) and named and stopped_at <= last_good + within and kept
     result.record(ok, lost=not kept, why=f"{what}: {message[:300]}, stopped at {stopped_at}, checkpoint kept {kept}")
 
 
@@ -557,7 +558,7 @@ def fp16_overflow(workdir: Path, *, trials: int, seed: int) -> Result:
     with mock.patch.object(torch.amp, "GradScaler", forced_scaler), gradient_fault({c: math.inf for c in range(5, 1000)}):
         error, out = run_quietly(train_module.train, config_from_dict(raw))
     state = load_checkpoint(Path(raw["train"]["out_dir"]) / "checkpoint_last.pt")
-    ok = isinstance(error, train_module.TrainingStopped) and "loss scale collapsed" in str(error) and state["step"] == 5
+    ok = isinstance(error, guards.TrainingStopped) and "loss scale collapsed" in str(error) and state["step"] == 5
     result.record(ok, lost=state["step"] != 5, why=f"collapse: {error}")
     return result
 

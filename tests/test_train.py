@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+import translate.guards as guards
 import translate.train as train_module
 from translate.checkpoint import load_checkpoint
 from translate.cli import main
@@ -106,7 +107,7 @@ def test_nan_steps_are_skipped_counted_and_do_not_advance_the_schedule(tmp_path,
 def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_path, monkeypatch):
     _inject(monkeypatch, set(range(5, 1000)), value=float("inf"))
     cfg = config_from_dict(tiny_config(tmp_path, train={"max_steps": 50, "max_bad_steps": 4, "eval_every": 100}))
-    with pytest.raises(train_module.TrainingStopped, match="4 consecutive steps with non-finite loss at step 5"):
+    with pytest.raises(guards.TrainingStopped, match="4 consecutive steps with non-finite loss at step 5"):
         train(cfg)
     state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
     assert state["step"] == 5
@@ -115,7 +116,7 @@ def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_
 
 def test_divergence_signs_rise_and_no_better_than_token_frequencies(tmp_path):
     cfg = config_from_dict(tiny_config(tmp_path, train={"divergence_nats": 2.0, "divergence_grace_steps": 100}))
-    sign = lambda nll, best=3.0, step=50: train_module._divergence_sign(  # noqa: E731
+    sign = lambda nll, best=3.0, step=50: guards.divergence_sign(  # noqa: E731
         nll, best=best, step=step, cfg=cfg, unigram_entropy=4.8)
     assert sign(5.01) == "rise" and sign(5.0) == ""  # more than divergence_nats above the best
     # At or above the unigram entropy counts only after warmup (10) + grace (100) steps.
@@ -126,17 +127,17 @@ def test_divergence_signs_rise_and_no_better_than_token_frequencies(tmp_path):
 def test_divergence_stops_after_patience_intervals_in_a_row(tmp_path):
     cfg = config_from_dict(tiny_config(tmp_path, train={"divergence_patience": 3, "divergence_grace_steps": 0}))
     state = train_module.TrainState(step=50)
-    check = lambda nll: train_module._check_divergence(state, nll, cfg, unigram_entropy=4.8, lr=0.3)  # noqa: E731
+    check = lambda nll: guards.check_divergence(state, nll, cfg, unigram_entropy=4.8, lr=0.3)  # noqa: E731
     for nll in (4.7, 4.9, 4.9, 4.0, 4.9, 4.9):  # the interval at 4.0 resets the count
         check(nll)
     assert state.rising_intervals == 2 and state.best_train_nll == 4.0
-    with pytest.raises(train_module.TrainingStopped, match=r"no better than the unigram entropy .*4\.8 nats.*"
+    with pytest.raises(guards.TrainingStopped, match=r"no better than the unigram entropy .*4\.8 nats.*"
                                                            r"optim\.lr \(0\.003\) too high.*--overwrite"):
         check(4.9)
     off = config_from_dict(tiny_config(tmp_path, train={"divergence_nats": 0.0, "divergence_grace_steps": 0}))
     quiet = train_module.TrainState(step=50)
     for _ in range(5):
-        train_module._check_divergence(quiet, 9.0, off, unigram_entropy=4.8, lr=0.3)
+        guards.check_divergence(quiet, 9.0, off, unigram_entropy=4.8, lr=0.3)
     assert quiet.rising_intervals == 0
 
 
