@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from translate.batching import collate, make_batches, padding_fraction, shard, within_length
+from translate.batching import BatchStream, collate, make_batches, padding_fraction, shard, within_length
 from translate.config import config_from_dict
 from translate.data import TokenizedCorpus, prepare, target_unigram_entropy
 from translate.errors import UserError
@@ -152,3 +153,49 @@ def test_collate_adds_specials_and_pads():
     assert batch.tgt_in.tolist() == [[BOS_ID, 9, PAD_ID], [BOS_ID, 10, 11]]
     assert batch.tgt_out.tolist() == [[9, EOS_ID, PAD_ID], [10, 11, EOS_ID]]
     assert batch.n_tgt_tokens == 5
+    # The non-pad targets, located on the host (the loss selects them without a device sync).
+    assert batch.target_index.tolist() == [0, 1, 3, 4, 5]  # positions in tgt_out.flatten()
+    assert batch.targets.tolist() == [9, EOS_ID, 10, 11, EOS_ID]
+
+
+class _ListCorpus:
+    """The part of data.TokenizedCorpus that BatchStream reads, over in-memory arrays."""
+
+    def __init__(self, src: list[np.ndarray], tgt: list[np.ndarray]):
+        self._src, self._tgt = src, tgt
+        self.src_lengths = np.array([len(s) for s in src])
+        self.tgt_lengths = np.array([len(t) for t in tgt])
+
+    def src(self, i):
+        return self._src[i]
+
+    def tgt(self, i):
+        return self._tgt[i]
+
+
+@pytest.mark.parametrize("rank,world_size", [(0, 1), (1, 2)])
+def test_batch_stream_prefetching_gives_exactly_the_batches_of_each_epoch(rank, world_size):
+    rng = np.random.default_rng(0)
+    src = [rng.integers(4, 50, rng.integers(1, 20)) for _ in range(300)]
+    tgt = [rng.integers(4, 50, rng.integers(1, 20)) for _ in range(300)]
+    corpus = _ListCorpus(src, tgt)
+    stream = BatchStream(corpus, max_tokens=120, seed=3, rank=rank, world_size=world_size)
+
+    def expected(epoch, position):
+        batches = shard(make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=120, seed=3, epoch=epoch),
+                        rank=rank, world_size=world_size)
+        idx = batches[position]
+        return collate([src[i] for i in idx], [tgt[i] for i in idx])
+
+    n = stream.count(0)
+    # In order across an epoch boundary (the prefetched batch is used), then out of order, as a
+    # resumed run asks (the prefetched one is discarded).
+    visits = [(0, p) for p in range(n - 2, n)] + [(1, 0), (1, 1), (0, 3), (2, 5), (2, 6)]
+    try:
+        for epoch, position in visits:
+            got, want = stream.get(epoch, position), expected(epoch, position)
+            for name in ("src", "tgt_in", "tgt_out", "target_index", "targets"):
+                assert torch.equal(getattr(got, name), getattr(want, name)), (epoch, position, name)
+            assert got.n_tgt_tokens == want.n_tgt_tokens
+    finally:
+        stream.close()
