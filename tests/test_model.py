@@ -195,3 +195,23 @@ def test_memorises_a_small_copy_reverse_task(norm_first):
     hyps = greedy_search(model.eval(), src, mask, max_len_a=1.0, max_len_b=2, bos_id=BOS, eos_id=EOS, pad_id=PAD)
     for i, L in enumerate(lengths.tolist()):
         assert hyps[i][0].tokens == src[i, :L].flip(0).tolist()
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_hf_init_is_normal_002_with_zero_biases_and_pad_rows(share):
+    from translate.config import Init
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config(share_embeddings=share, d_model=64, d_ff=256), init=Init.HF)
+    model = Transformer(cfg, vocab_size=500, pad_id=PAD)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in linears])
+    assert weights.std().item() == pytest.approx(0.02, rel=0.02)
+    assert all(torch.all(m.bias == 0) for m in linears if m.bias is not None)
+    for embedding in (model.src_embed, model.tgt_embed):
+        assert torch.all(embedding.weight[PAD] == 0)
+        assert embedding.weight[1:].std().item() == pytest.approx(0.02, rel=0.05)
+    # The default (fairseq) draws the embeddings with std d_model^-0.5 = 0.125, not 0.02.
+    torch.manual_seed(0)
+    default = Transformer(tiny_config(share_embeddings=share, d_model=64, d_ff=256), vocab_size=500, pad_id=PAD)
+    assert default.src_embed.weight[1:].std().item() == pytest.approx(64 ** -0.5, rel=0.05)

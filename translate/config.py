@@ -49,6 +49,11 @@ class Schedule(str, enum.Enum):
     NOAM = "noam"  # Vaswani et al.: d_model^-0.5 · min(step^-0.5, step · warmup^-1.5) · lr_scale
 
 
+class Init(str, enum.Enum):
+    FAIRSEQ = "fairseq"  # xavier_uniform linears, embeddings normal(0, d_model^-0.5) (model.py)
+    HF = "hf"  # every linear and embedding weight normal(0, 0.02), as Hugging Face Marian/BART
+
+
 class BestMetric(str, enum.Enum):
     NLL = "nll"  # lowest dev NLL per token
     BLEU = "bleu"  # highest dev BLEU on the dev slice
@@ -97,6 +102,7 @@ class ModelConfig:
     attention_dropout: float = 0.0  # dropout on attention weights
     activation_dropout: float = 0.0  # dropout after the feed-forward ReLU
     norm_first: bool = False  # False: post-norm (the paper); True: pre-norm
+    init: Init = Init.FAIRSEQ  # parameter initialisation (see translate/model.py)
     share_embeddings: bool = True  # tie source, target and output embeddings (joint vocabulary)
     max_positions: int = 1024  # longest sequence the sinusoidal table covers
 
