@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as common  # noqa: E402
 from translate import corpus as corpora  # noqa: E402
-from translate.beam import NEG_INF  # noqa: E402
+from translate.beam import NEG_INF, output_limit  # noqa: E402
 from translate.config import MODEL_PRESETS, ModelConfig  # noqa: E402
 from translate.evaluate import (DecodeOptions, encode_sources, load_for_inference, source_batches,  # noqa: E402
                                 translate_sentences)
@@ -107,8 +107,8 @@ def run_translate(model, tokenizer, sentences, *, options: DecodeOptions, device
     outputs = translate_sentences(wrapped, tokenizer, sentences, options=options, device=device)
     if forced:  # every non-empty sentence produced exactly its limit + EOS
         ids = source_ids(tokenizer, sentences, model.cfg.max_positions)
-        return sum(min(int(options.max_len_a * (len(s) + 1) + options.max_len_b), model.cfg.max_positions - 1) + 1
-                   for s in ids if s)
+        return sum(output_limit(len(s) + 1, max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+                                max_output_len=model.cfg.max_positions - 1) + 1 for s in ids if s)
     return sum(len(t) + 1 for t in tokenizer.encode(outputs))  # re-tokenized: approximate
 
 
@@ -119,7 +119,8 @@ def run_hf(hf_model, tokenizer, sentences, *, options: DecodeOptions, device, ma
     for batch, src in source_batches(ids, batch_tokens=options.batch_tokens):
         src = src.to(device)  # (B, S)
         src_len = (src != PAD_ID).sum(1)
-        n_new = min(int(options.max_len_a * int(src_len.max()) + options.max_len_b), max_positions - 1) + 1
+        n_new = output_limit(int(src_len.max()), max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+                             max_output_len=max_positions - 1) + 1
         with torch.no_grad():
             out = hf_model.generate(input_ids=src, attention_mask=src != PAD_ID, num_beams=options.beam,
                                     do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new,

@@ -74,7 +74,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as common  # noqa: E402
-from translate.batching import Batch, collate, make_batches  # noqa: E402
+from translate.batching import Batch, BatchStream, collate, make_batches  # noqa: E402
+from translate.beam import output_limit  # noqa: E402
 from translate.config import Config, OptimConfig, Precision, Schedule, config_to_dict, load_config  # noqa: E402
 from translate.data import TokenizedCorpus, prepare  # noqa: E402
 from translate.errors import UserError  # noqa: E402
@@ -145,12 +146,14 @@ def forward_logits(model, batch: Batch) -> torch.Tensor:
 # Data and dev NLL
 
 
-def epoch_batches(corpus: TokenizedCorpus, *, max_tokens: int, seed: int):
-    """(epoch, Batch) forever: translate's batches of epoch 0, 1, 2, ... (train.py's order)."""
+def epoch_batches(corpus: TokenizedCorpus, *, max_tokens: int, seed: int, pin_memory: bool = False):
+    """(epoch, Batch) forever: translate's batches of epoch 0, 1, 2, ... in train.py's order, from the
+    same `BatchStream` (collated and pinned ahead in a background thread, as for translate)."""
+    stream = BatchStream(corpus, max_tokens=max_tokens, seed=seed, pin_memory=pin_memory)
     epoch = 0
     while True:
-        for idx in make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=max_tokens, seed=seed, epoch=epoch):
-            yield epoch, collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx])
+        for position in range(stream.count(epoch)):
+            yield epoch, stream.get(epoch, position)
         epoch += 1
 
 
@@ -186,7 +189,8 @@ def train(model, data, cfg: Config, *, device, autocast, max_time: float, exclud
     smoother = LabelSmoother(epsilon=cfg.train.label_smoothing)
     optimizer = build_optimizer(model, cfg.optim, device)
     schedule = build_schedule(optimizer, cfg.optim)
-    batches = epoch_batches(data.train, max_tokens=cfg.train.max_tokens, seed=cfg.train.seed)
+    batches = epoch_batches(data.train, max_tokens=cfg.train.max_tokens, seed=cfg.train.seed,
+                            pin_memory=device.type == "cuda")
     model.train()
 
     step, epoch, trained_epoch, stopped = 0, 0, 0, ""
@@ -282,7 +286,7 @@ def max_new_tokens(src: torch.Tensor, *, max_len_a: float, max_len_b: int, max_p
     """The batch's generate limit: translate's int(a · src_len + b) for its longest source (EOS
     counted, as beam.max_lengths counts it), capped like translate's, + 1 for the EOS itself."""
     longest = int((src != PAD_ID).sum(1).max())
-    return min(int(max_len_a * longest + max_len_b), max_positions - 1) + 1
+    return output_limit(longest, max_len_a=max_len_a, max_len_b=max_len_b, max_output_len=max_positions - 1) + 1
 
 
 def generation_config(*, beam: int, lenpen: float, max_new_tokens: int):

@@ -45,14 +45,18 @@ def length_penalty(length, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
+def output_limit(src_len: int, *, max_len_a: float, max_len_b: float, max_output_len: int | None = None) -> int:
+    """The output limit int(a · src_len + b) of one sentence (src_len counting its EOS), capped at
+    `max_output_len` (the model's position table: BOS + max_len tokens must fit)."""
+    limit = int(max_len_a * src_len + max_len_b)  # Python floats: exact int() as documented
+    return limit if max_output_len is None else min(limit, max_output_len)
+
+
 def max_lengths(src_pad_mask: torch.Tensor, *, max_len_a: float, max_len_b: float,
                 max_output_len: int | None = None) -> torch.Tensor:
-    """Per-sentence output limit int(a · src_len + b) (B,), src_len counting non-pad tokens,
-    capped at `max_output_len` (the model's position table: BOS + max_len tokens must fit)."""
-    src_lens = (~src_pad_mask).sum(dim=1).tolist()
-    limits = [int(max_len_a * n + max_len_b) for n in src_lens]  # Python floats: exact int() as documented
-    if max_output_len is not None:
-        limits = [min(limit, max_output_len) for limit in limits]
+    """Per-sentence `output_limit` (B,), src_len counting non-pad tokens."""
+    limits = [output_limit(n, max_len_a=max_len_a, max_len_b=max_len_b, max_output_len=max_output_len)
+              for n in (~src_pad_mask).sum(dim=1).tolist()]
     return torch.tensor(limits, dtype=torch.long, device=src_pad_mask.device)
 
 

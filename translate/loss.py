@@ -78,7 +78,8 @@ def linear_label_smoothed_cross_entropy(hidden: torch.Tensor, weight: torch.Tens
     else:
         loss, nll, n_correct, _, _ = _chunked_loss(hidden, weight, target, epsilon, compute_dtype, chunk_rows,
                                                    with_grad=False)
-    n_tokens = torch.tensor(target.numel(), device=target.device)
+    # torch.full fills on the device; torch.tensor(n, device=cuda) would copy from the host and sync.
+    n_tokens = torch.full((), target.numel(), dtype=torch.long, device=target.device)
     return LossSums(loss=loss, nll=nll, n_tokens=n_tokens, n_correct=n_correct)
 
 
