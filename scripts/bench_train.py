@@ -3,7 +3,8 @@
 Every system trains the same model size (d 512, d_ff 2048, 8 heads, 6 + 6 layers, joint vocabulary,
 tied embeddings, dropout 0.1, label smoothing 0.1; bf16 autocast on CUDA; AdamW β (0.9, 0.98),
 ε 1e-9, no weight decay, fused on CUDA; gradient clipping at 1.0) on the same sequence of real
-token-bucketed batches (`translate.batching.make_batches`), eager and under torch.compile(dynamic=True):
+token-bucketed batches (`translate.batching.make_batches`), eager and under torch.compile(dynamic=True)
+(duck sizing off: `translate.runtime.compile_for_varying_shapes`, the same for every system):
 
     translate            translate.model.Transformer + translate.loss, the step of translate/train.py
                          (autocast forward to decoder states, fused projection + loss over the non-pad
@@ -46,6 +47,7 @@ from translate.batching import Batch, collate, make_batches  # noqa: E402
 from translate.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from translate.loss import label_smoothed_cross_entropy  # noqa: E402
 from translate.model import Transformer, sinusoidal_positions  # noqa: E402
+from translate.runtime import compile_for_varying_shapes  # noqa: E402
 from translate.tokenizer import EOS_ID, PAD_ID  # noqa: E402
 from translate.train import _build_optimizer, batch_loss  # noqa: E402
 
@@ -116,7 +118,7 @@ def translate_system(dims: dict, device: torch.device, autocast, *, compile_mode
     cfg = Config(model=model_cfg, optim=OptimConfig(lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0, clip_norm=CLIP))
     model = Transformer(cfg.model, vocab_size=dims["vocab_size"], pad_id=PAD_ID).to(device).train()
     optimizer = _build_optimizer(model, cfg, device)
-    train_model = torch.compile(model, dynamic=True) if compile_model else model
+    train_model = compile_for_varying_shapes(model) if compile_model else model
 
     def loss_sums(batch: Batch):
         if fused_loss:  # train.py's: decoder states of non-pad targets -> fused projection + loss
@@ -164,7 +166,7 @@ def hf_marian_system(dims: dict, device: torch.device, autocast, *, compile_mode
     from transformers import MarianMTModel
     model = MarianMTModel(common.marian_config(dims, dropout=DROPOUT, max_positions=MAX_POSITIONS)).to(device).train()
     optimizer = _adam(model, device)
-    train_model = torch.compile(model, dynamic=True) if compile_model else model
+    train_model = compile_for_varying_shapes(model) if compile_model else model
 
     def forward(batch: Batch) -> torch.Tensor:
         # No decoder padding mask: padding is at the end, so the causal mask alone is right (as in translate).
@@ -205,7 +207,7 @@ class TorchTransformer(nn.Module):
 def nn_transformer_system(dims: dict, device: torch.device, autocast, *, compile_model: bool):
     model = TorchTransformer(dims).to(device).train()
     optimizer = _adam(model, device)
-    train_model = torch.compile(model, dynamic=True) if compile_model else model
+    train_model = compile_for_varying_shapes(model) if compile_model else model
     return model, _peer_step(model, lambda b: train_model(b.src, b.tgt_in), optimizer, device, autocast,
                              dims["vocab_size"])
 
@@ -219,8 +221,12 @@ BUILDERS = {"translate": translate_system, "hf_marian": hf_marian_system, "nn_tr
 
 
 def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, device, autocast, peak_flops: float,
-            seed: int) -> dict:
-    """Warm up on batches[:warmup], then time one optimizer step per batch of batches[warmup:]."""
+            seed: int, profile: Path | None = None) -> dict:
+    """Warm up on batches[:warmup], then time one optimizer step per batch of batches[warmup:].
+
+    profile: after timing, run the timed batches again under torch.profiler and write its table of
+    operators by device time there (what limits the step; not part of the timing).
+    """
     common.reset_memory(device)
     torch.manual_seed(seed)
     base, compiled = system.removesuffix("_compiled"), system.endswith("_compiled")
@@ -233,6 +239,8 @@ def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, devic
     with common.Timer(device) as timer:
         for batch in timed:
             losses.append(step(batch))
+    if profile is not None:
+        write_profile(step, timed, device, profile)
     n_steps = len(timed)
     tgt = sum(int((b.tgt_out != PAD_ID).sum()) for b in timed)
     src = sum(int((b.src != PAD_ID).sum()) for b in timed)
@@ -256,6 +264,19 @@ def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, devic
     }
     del model, step
     return row
+
+
+def write_profile(step, batches: list[Batch], device: torch.device, path: Path) -> None:
+    """Operators and kernels of `len(batches)` steps, sorted by total device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for batch in batches:
+            step(batch)
+        common.synchronize(device)
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=40, max_name_column_width=70)
+    path.write_text(f"{len(batches)} steps; sorted by {sort_by}\n\n{table}\n")
 
 
 def batch_flops(batch: Batch, dims: dict) -> int:
@@ -287,6 +308,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output", type=Path, help="JSON results")
     p.add_argument("--markdown", type=Path, help="Markdown table")
+    p.add_argument("--profile", type=Path, help="torch.profiler table of the first system's timed steps (run again)")
     return p.parse_args(argv)
 
 
@@ -329,22 +351,6 @@ def main(argv=None) -> int:
     notes.append(f"MFU denominator: measured {str(peak_dtype).removeprefix('torch.')} matmul "
                  f"{settings['matmul_n']}³ = {peak / 1e12:.1f} TFLOP/s")
 
-    rows = []
-    for system in systems:
-        print(f"[bench_train] {system} ...", file=sys.stderr, flush=True)
-        try:
-            row = measure(system, dims, batches, warmup=settings["warmup"], device=device, autocast=autocast,
-                          peak_flops=peak, seed=args.seed)
-        except Exception as error:  # a failing peer (missing package, compile error) must not stop the others
-            traceback.print_exc()
-            row = {"system": system, "error": common.error_text(error)}
-        finally:
-            if system.endswith("_compiled"):
-                torch._dynamo.reset()
-        rows.append(row)
-        common.reset_memory(device)
-    common.add_ratios(rows, baseline="translate", metric="tgt_tokens_per_s")
-
     timed = batches[settings["warmup"]:]
     result = {
         "benchmark": "train",
@@ -361,11 +367,25 @@ def main(argv=None) -> int:
         },
         "matmul_peak_flops": peak,
         "notes": notes,
-        "rows": rows,
+        "rows": [],
     }
-    table = common.markdown_table(rows, COLUMNS)
-    common.write_outputs(result, table, output=args.output, markdown=args.markdown,
-                         title="Training throughput (scripts/bench_train.py)")
+    for system in systems:
+        print(f"[bench_train] {system} ...", file=sys.stderr, flush=True)
+        try:
+            row = measure(system, dims, batches, warmup=settings["warmup"], device=device, autocast=autocast,
+                          peak_flops=peak, seed=args.seed, profile=args.profile if system == systems[0] else None)
+        except Exception as error:  # a failing peer (missing package, compile error) must not stop the others
+            traceback.print_exc()
+            row = {"system": system, "error": common.error_text(error)}
+        finally:
+            if system.endswith("_compiled"):
+                torch._dynamo.reset()
+        result["rows"].append(row)
+        common.reset_memory(device)
+        # Written after every system: a run cut short by a time limit keeps the rows it finished.
+        common.add_ratios(result["rows"], baseline="translate", metric="tgt_tokens_per_s")
+        common.write_outputs(result, common.markdown_table(result["rows"], COLUMNS), output=args.output,
+                             markdown=args.markdown, title="Training throughput (scripts/bench_train.py)")
     return 0
 
 

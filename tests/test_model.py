@@ -215,3 +215,27 @@ def test_hf_init_is_normal_002_with_zero_biases_and_pad_rows(share):
     torch.manual_seed(0)
     default = Transformer(tiny_config(share_embeddings=share, d_model=64, d_ff=256), vocab_size=500, pad_id=PAD)
     assert default.src_embed.weight[1:].std().item() == pytest.approx(64 ** -0.5, rel=0.05)
+
+
+def test_compiled_model_serves_every_batch_shape_with_one_graph():
+    """A first batch with equally long source and target must not tie S to T (Dynamo's duck sizing):
+    before runtime.compile_for_varying_shapes, the next batch with S != T recompiled the whole model."""
+    import torch._dynamo
+    from translate.runtime import compile_for_varying_shapes
+
+    torch._dynamo.reset()
+    model = tiny_model(dtype=torch.float32)
+    compiled = compile_for_varying_shapes(model, backend="aot_eager")  # guards are Dynamo's: any backend shows them
+    # (B, S, T): S == T first, then S != T. (Size 1 is always specialised: a one-sentence batch
+    # compiles once more, which is left as it is.)
+    shapes = [(3, 7, 7), (2, 5, 9), (4, 11, 6), (5, 4, 4)]
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            for i, (B, S, T) in enumerate(shapes):
+                gen = torch.Generator().manual_seed(i)
+                src, tgt = (torch.randint(4, V, (B, n), generator=gen) for n in (S, T))
+                out = compiled(src, tgt, src == 0)
+                assert out.shape == (B, T, V)
+                torch.testing.assert_close(out, model(src, tgt, src == 0))
+    finally:
+        torch._dynamo.reset()

@@ -1,4 +1,4 @@
-"""Process-level plumbing for training: devices and DDP, the run directory, stop signals."""
+"""Process-level plumbing for training: devices and DDP, torch.compile, the run directory, stop signals."""
 
 from __future__ import annotations
 
@@ -61,6 +61,20 @@ def setup_distributed(cfg: Config) -> Distributed:
         device = torch.device("cpu")
         dist.init_process_group("gloo")
     return Distributed(rank=rank, world_size=world_size, device=device)
+
+
+def compile_for_varying_shapes(module: torch.nn.Module, **compile_options) -> torch.nn.Module:
+    """torch.compile(dynamic=True) that really compiles once for every batch shape.
+
+    Dynamo's "duck sizing" gives dimensions of equal size the same symbol. Token-bucketed batches
+    often have equally long source and target sides, so the first graph assumed S == T and the first
+    batch where they differ recompiled the whole model and its backward: a minute on 2 CPU cores,
+    and what made compiled training 19x slower than eager in the 50-step benchmark
+    (docs/PERFORMANCE.md). With duck sizing off, S and T are separate symbols from the start.
+    """
+    import torch.fx.experimental._config as fx_config  # process-wide; only affects symbolic tracing
+    fx_config.use_duck_shape = False
+    return torch.compile(module, dynamic=True, **compile_options)
 
 
 def barrier(env: Distributed) -> None:

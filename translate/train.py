@@ -32,7 +32,8 @@ from translate.guards import check_divergence, handle_bad_step
 from translate.loss import LossSums, linear_label_smoothed_cross_entropy
 from translate.metrics import Interval, RunLogger, format_perplexity, format_record
 from translate.model import Transformer
-from translate.runtime import Distributed, StopSignals, barrier, check_run_dir, create_run_dir, setup_distributed
+from translate.runtime import (Distributed, StopSignals, barrier, check_run_dir, compile_for_varying_shapes,
+                               create_run_dir, setup_distributed)
 from translate.schedule import lr_at
 from translate.tokenizer import PAD_ID, Tokenizer
 
@@ -95,7 +96,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     if cfg.train.compile:
-        train_model = torch.compile(train_model, dynamic=True)
+        train_model = compile_for_varying_shapes(train_model)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if precision == Precision.BF16 else torch.float16)
                 if precision != Precision.FP32 else nullcontext())
 
