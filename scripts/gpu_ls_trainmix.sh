@@ -41,12 +41,12 @@ train_arm() {  # train_arm <epsilon>
 eval_arm() {  # eval_arm <epsilon>
   local eps=$1 run=$RUNS/ls$1 file
   cp "$run/metrics.jsonl" "$OUT/metrics_ls$eps.jsonl"
-  python3 -m translate average --last 3 "$run" --output "$run/avg.pt"
+  python3 -m translate average --last 3 "$run" --output "$run/avg.pt" | tee -a "$OUT/eval.out"
   for ckpt in best avg; do
     file="$run/checkpoint_best.pt"; [ $ckpt = avg ] && file="$run/avg.pt"
     python3 -m translate eval --checkpoint "$file" --beam 4 --lenpen 0.6 \
       --output "$OUT/hyp_${ckpt}_ls$eps.txt" --json "$OUT/eval_${ckpt}_ls$eps.json" > "$OUT/eval_${ckpt}_ls$eps.log"
-    python3 scripts/calibrate.py --checkpoint "$file" --output "$OUT/calib_${ckpt}_ls$eps.json"
+    python3 scripts/calibrate.py --checkpoint "$file" --output "$OUT/calib_${ckpt}_ls$eps.json" | tee -a "$OUT/eval.out"
   done
 }
 

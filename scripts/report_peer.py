@@ -8,7 +8,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from report_common import (Bench, Peer, Run, Smoke, arms, best_record, fmt, fmt_int, fmt_lr, log_parameters,
+from report_common import (DASH, Bench, Peer, Run, Smoke, arms, best_record, fmt, fmt_int, fmt_lr, log_parameters,
                            markdown_table, median_tokens_per_s, shared_steps, value_at_step)
 
 
@@ -25,6 +25,7 @@ class System:
     train: list[dict]        # kind == "train" records
     valid: list[dict]        # kind == "valid" records (dev NLL per target token)
     test: dict               # newstest2014 scores: bleu, chrf, length_ratio, sentences_per_second
+    eval_seconds: float | None = None  # validation time inside the loop, where the system reports it
 
     @property
     def best(self) -> dict:
@@ -40,7 +41,8 @@ def our_system(run: Run) -> System:
 def peer_system(peer: Peer) -> System:
     eps = peer.summary["config"]["train"]["label_smoothing"]
     return System(f"HF MarianMTModel, ε = {eps}", eps, peer.norm, peer.summary["parameters"], peer.steps,
-                  peer.summary["budget"]["max_time"], peer.train, peer.valid, peer.test)
+                  peer.summary["budget"]["max_time"], peer.train, peer.valid, peer.test,
+                  peer.summary.get("eval_seconds_in_loop"))
 
 
 def systems(runs: list[Run], peer: Peer) -> list[System]:
@@ -121,20 +123,6 @@ def rates_during(train: list[dict], windows: list[tuple[float, float]]) -> tuple
 # ---------------------------------------------------------------- wording
 
 
-def headline(group: list[System], bench: Bench) -> str:
-    ours, peer = group[:-1], group[-1]
-    ahead = ", where the peer is clearly ahead" if peer_ahead(group) else ""
-    return (
-        f"**Newstest headline (run v3).** In {fmt(peer.budget_s, 0)} s of training loop each, side by side on "
-        f"one GPU, translate's Transformer-base ({ours[0].norm}) reached test BLEU "
-        + " / ".join(f"{g.test['bleu']:.2f} (ε = {g.eps})" for g in ours) +
-        f" and the Hugging Face MarianMTModel peer ({peer.norm}, ε = {peer.eps}) {peer.test['bleu']:.2f}, "
-        f"in {' / '.join(str(g.steps) for g in ours)} vs {peer.steps} steps. Sharing the GPU evened out the step "
-        f"rates (alone on it, translate trains {bench.rates['translate'] / bench.rates['hf_marian']:.2f}× as many "
-        f"tokens/s), so the run compares learning per step{ahead}; the equal-GPU-time comparison, each "
-        "system alone on the GPU, is still to be run.")
-
-
 def parameter_note(group: list[System], peer: Peer) -> str:
     """Explains the parameter counts when they differ by exactly the peer's sinusoidal position tables
     (stored as untrained parameters) less translate's two final pre-norm LayerNorms."""
@@ -195,9 +183,8 @@ def shared_gpu_bullet(group: list[System], runs: list[Run], bench: Bench) -> str
         f"in its {len(inside)} logged intervals that overlap a validation of our runs (the three loop clocks "
         f"taken as starting together) it logged a median {fmt_int(statistics.median(inside))} tokens/s, against "
         f"{fmt_int(statistics.median(outside))} in the other {len(outside)}. So this run compares learning per "
-        f"step more than speed, and says nothing about what each system reaches in equal GPU time. That "
-        f"comparison, each system alone on the GPU for the same time, is still to be done: device time ran "
-        f"out in this session.")
+        f"step more than speed, and says nothing about what each system reaches in equal GPU time: v4 "
+        f"measures that, each system alone on the GPU.")
 
 
 def norm_bullet(group: list[System], peer_run: Peer, smoke: Smoke) -> str:
@@ -223,9 +210,84 @@ def norm_bullet(group: list[System], peer_run: Peer, smoke: Smoke) -> str:
         f"post-norm did not learn like HF's, so these runs do not settle the cause (the smoke run also had a "
         f"higher lr, older code, and a config its log does not keep). Other differences they do not separate: "
         f"the initialisation (HF's normal(0, 0.02), translate's xavier-uniform) and, for test BLEU only, the "
-        f"peer's length penalty ({peer.test['lenpen_formula']}).")
+        f"peer's length penalty ({peer.test['lenpen_formula']}). v4 changes norm placement and initialisation "
+        f"together.")
 
 
 def peer_reading(group: list[System], runs: list[Run], peer: Peer, bench: Bench, smoke: Smoke) -> list[str]:
     """The three bullets of the peer comparison, for the Reading section."""
     return [per_step_bullet(group), shared_gpu_bullet(group, runs, bench), norm_bullet(group, peer, smoke)]
+
+
+# ---------------------------------------------------------------- equal GPU time (each system alone)
+
+
+def nll_trace(group: list[System]) -> str:
+    """"at step 500: 6.279 vs 6.300; ...": dev NLL of the first system against the last at the
+    validations both have before either stopped."""
+    ours, peer = group[0], group[-1]
+    return "; ".join(f"{s}: {value_at_step(ours.valid, s, 'nll'):.3f} vs {value_at_step(peer.valid, s, 'nll'):.3f}"
+                     for s in in_budget_steps(group))
+
+
+def equal_time_headline(group: list[System], same_steps: System) -> str:
+    """The v4 headline: translate (ε = 0.1) and the peer, each alone for the same time, plus the
+    ε = 0 arm trained for the same number of steps as translate's ε = 0.1 arm."""
+    ours, peer = group[0], group[-1]
+    bleu_gap = ours.test["bleu"] - peer.test["bleu"]
+    step_ratio = ours.steps / peer.steps
+    return (
+        f"**Newstest headline (run v4: each system alone on the GPU).** In {fmt(ours.budget_s, 0)} s of training "
+        f"loop each, translate's Transformer-base ({ours.norm}, HF initialisation, ε = {ours.eps}) reached test BLEU "
+        f"{ours.test['bleu']:.2f} (chrF {ours.test['chrf']:.2f}) in {ours.steps} steps, and the Hugging Face "
+        f"MarianMTModel peer ({peer.norm}, ε = {peer.eps}) {peer.test['bleu']:.2f} (chrF {peer.test['chrf']:.2f}) "
+        f"in {peer.steps}: {bleu_gap:+.2f} BLEU for translate at equal GPU time, with {step_ratio:.2f}× the peer's "
+        f"steps. The two learned alike per step (dev NLL at equal steps, translate vs peer: {nll_trace(group)}), "
+        f"and in these real training loops they also ran at about the same speed (median "
+        f"{fmt_int(median_tokens_per_s(ours.train))} vs {fmt_int(median_tokens_per_s(peer.train))} target "
+        f"tokens/s), unlike the isolated benchmark: see the reading below and docs/PERFORMANCE.md. translate with "
+        f"ε = {same_steps.eps}, trained for the same {same_steps.steps} steps: test BLEU "
+        f"{same_steps.test['bleu']:.2f}. Both runs are short of the ~20 minutes the issue asks for (device time).")
+
+
+def equal_time_bullet(group: list[System], same_steps: System, bench: Bench) -> str:
+    """Reading: what v4's equal-GPU-time comparison shows, and why the benchmark ratio did not carry over."""
+    ours, peer = group[0], group[-1]
+    alone, alone_peer = bench.rates["translate"], bench.rates["hf_marian"]
+    gap = ours.test["bleu"] - peer.test["bleu"]
+    verdict = ("translate ahead" if gap > 0 else "the peer ahead") if abs(gap) >= 0.5 else "about level"
+    return (
+        f"- **Equal GPU time (v4).** Each alone on the GPU for {fmt(ours.budget_s, 0)} s of training loop: "
+        f"translate {ours.steps} steps, best dev NLL {ours.best['nll']:.3f} (step {ours.best['step']}), test BLEU "
+        f"{ours.test['bleu']:.2f}; the peer {peer.steps} steps, best dev NLL {peer.best['nll']:.3f} (step "
+        f"{peer.best['step']}), test BLEU {peer.test['bleu']:.2f}: {verdict} (one seed each; {gap:+.2f} BLEU). "
+        f"The benchmark's ratio (`{bench.path.as_posix()}`: {fmt_int(alone)} vs {fmt_int(alone_peer)} target "
+        f"tokens/s, {alone / alone_peer:.2f}×, 60 batches, no attention or activation dropout) did not carry "
+        f"over to these loops: the medians of the logged intervals were {fmt_int(median_tokens_per_s(ours.train))} "
+        f"vs {fmt_int(median_tokens_per_s(peer.train))}. translate's loop also spends time in its validations "
+        f"(dev NLL and greedy dev BLEU on {ours.valid[0]['tokens']:,} dev target tokens every 500 steps); the "
+        f"peer validates dev NLL only ({peer_eval_seconds(peer)} s of its loop). The step "
+        f"counts say the rest: {ours.steps} vs {peer.steps}. Where the time goes is in docs/PERFORMANCE.md."
+        + end_of_run_note(ours, same_steps, peer))
+
+
+def end_of_run_note(ours: System, same_steps: System, peer: System) -> str:
+    """Whether translate's end-of-run validation came out worse than its periodic best (then its best
+    checkpoint is older than the peer's), and how fast dev NLL was still falling before that."""
+    text = ""
+    if all(g.valid[-1]["nll"] > g.best["nll"] for g in (ours, same_steps)):
+        text += (f" translate's end-of-run validation (step {ours.valid[-1]['step']}) was worse than the one at "
+                 f"step {ours.best['step']} in both arms (dev NLL {ours.valid[-1]['nll']:.3f} / "
+                 f"{same_steps.valid[-1]['nll']:.3f} vs {ours.best['nll']:.3f} / {same_steps.best['nll']:.3f}), "
+                 f"so its best checkpoint is {ours.steps - ours.best['step']} steps older than its last, while the "
+                 f"peer's best is its last (step {peer.best['step']}); not explained here.")
+    periodic = [r for r in ours.valid if r["step"] <= ours.best["step"]]
+    if len(periodic) >= 2:
+        a, b = periodic[-2], periodic[-1]
+        text += (f" Dev NLL was still falling fast ({a['nll']:.2f} → {b['nll']:.2f} from step {a['step']} to "
+                 f"{b['step']}): these models are far from trained, and ~20-minute runs would end much further on.")
+    return text
+
+
+def peer_eval_seconds(peer: System) -> str:
+    return DASH if peer.eval_seconds is None else f"{peer.eval_seconds:.1f}"

@@ -26,8 +26,9 @@ from report_common import (  # noqa: E402
     describe_change, fmt, fmt_int, fmt_lr, fmt_stat, gain_over_last_interval, identical_prefix, load_bench, load_peer,
     load_smoke, load_track, markdown_table, mean_std, median_tokens_per_s, pool_bins, shared_steps,
     value_at_step)
-from report_peer import (headline, in_budget_steps, parameter_note, peer_reading, peer_table, speed_ratio_table,
-                         systems)  # noqa: E402
+from report_peer import (equal_time_bullet, equal_time_headline, in_budget_steps, nll_trace,  # noqa: E402
+                         our_system, parameter_note, peer_reading, peer_system, peer_table, speed_ratio_table,
+                         systems)
 
 DEVICE = "one NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)"
 # Vaswani et al. 2017, Table 3, newstest2013 dev, single runs: epsilon -> (dev PPL, dev BLEU).
@@ -39,6 +40,12 @@ python3 -m translate prepare --config configs/trainmix_base.yaml
 python3 scripts/peer_marian.py --config configs/trainmix_base.yaml --max-time {budget} --output $W/peer_marian.json --hyp $W/hyp_peer_marian.txt --metrics $W/metrics_peer_marian.jsonl &   # concurrently with:
 OUT=$W RUNS=/tmp/runs MODE=train bash scripts/gpu_ls_trainmix.sh {budget}
 OUT=$W RUNS=/tmp/runs MODE=eval bash scripts/gpu_ls_trainmix.sh     # afterwards: best + average of last 3 numbered checkpoints, beam 4 α 0.6, calibration"""
+# How the v4 folder was produced: three calls on one machine, one after another, each alone on the GPU.
+V4_COMMANDS = """\
+export TRANSLATE_DATA=$PWD/.data
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=train_eval OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh {budget}
+CONFIG=configs/trainmix_postnorm.yaml OUT=$W bash scripts/gpu_peer_marian.sh {budget}
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 STEPS={steps} MODE=train_eval OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh {budget}"""
 BENCH_TRAIN = Path("bench") / "train_a.json"     # under --results: scripts/bench_train.py on the same GPU
 
 
@@ -122,7 +129,8 @@ def pyplot():
 
 
 COLORS = {0.0: "tab:blue", 0.1: "tab:orange", 0.2: "tab:green"}
-MARKERS = {"v1": "o:", "v2": "s--", "v3": "^-"}
+MARKERS = {"v1": "o:", "v2": "s--", "v3": "^-", "v4": "P-"}
+PEER_MARKERS = {"v3": "D--", "v4": "D-"}
 
 
 def save(plt, fig, ax, path: Path, *, title: str, xlabel: str, ylabel: str) -> str:
@@ -169,8 +177,8 @@ def plot_newstest_curve(plt, newstest: dict[str, list[Run]], peers: dict[str, Pe
                     color=COLORS[run.eps], label=f"{version}, translate ε = {run.eps}")
     for version, peer in peers.items():
         if all(key in r for r in peer.valid):
-            ax.plot([r["step"] for r in peer.valid], [r[key] for r in peer.valid], "D-", color="black",
-                    label=f"{version}, HF Marian peer ({peer.norm})")
+            ax.plot([r["step"] for r in peer.valid], [r[key] for r in peer.valid], PEER_MARKERS[version],
+                    color="black", label=f"{version}, HF Marian peer ({peer.norm})")
     return save(plt, fig, ax, out / f"trainmix_dev_{key}.png", title=f"Newstest track (newstest2013): {label}",
                 xlabel="step", ylabel=label)
 
@@ -198,12 +206,12 @@ def plot_figures(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[st
                     [r.calibs["best"]["bins"] for r in group], eps) for eps, group in by_eps(m30k).items()]
     names.append(plot_reliability(plt, m30k_curves, out / "m30k_reliability.png",
                                   "Multi30k dev reliability, 3 seeds pooled, 15 bins"))
-    v3 = newstest.get("v3", [])
-    if v3 and all("bins" in r.calibs.get("best", {}) for r in v3):
-        curves = [(f"ε = {r.eps}, best checkpoint (ECE {r.calibs['best']['ece']:.3f})", [r.calibs["best"]["bins"]],
-                   r.eps) for r in arms(v3)]
-        names.append(plot_reliability(plt, curves, out / "trainmix_v3_reliability.png",
-                                      "Newstest v3 dev (newstest2013) reliability, 15 bins"))
+    for version, runs in newstest.items():
+        if all("bins" in r.calibs.get("best", {}) for r in runs):
+            curves = [(f"ε = {r.eps}, best checkpoint (ECE {r.calibs['best']['ece']:.3f})",
+                       [r.calibs["best"]["bins"]], r.eps) for r in arms(runs)]
+            names.append(plot_reliability(plt, curves, out / f"trainmix_{version}_reliability.png",
+                                          f"Newstest {version} dev (newstest2013) reliability, 15 bins"))
     return names
 
 
@@ -318,7 +326,8 @@ def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run]) ->
         f"{best[0.0]['chrf']:.2f}" + ("" if agree else " (BLEU and chrF disagree on the sign)") +
         f", length ratio {best[0.1]['length_ratio']:.3f} vs {best[0.0]['length_ratio']:.3f}; dev NLL "
         f"{best_record(b.valid)['nll']:.3f} vs {best_record(a.valid)['nll']:.3f}. Across the versions, which "
-        f"share the seed, the batch order and the recipe but stop at different steps, the test-BLEU "
+        f"share the seed and the batch order but stop at different steps (v4 with another norm placement and "
+        f"initialisation), the test-BLEU "
         f"difference ε = 0.1 − ε = 0 was " + ", ".join(f"{d:+.2f} ({v})" for v, d in deltas.items()) + ": ")
     text += ("its sign changes from run to run, so one seed this early cannot show a BLEU effect of ε. "
              if len(signs) > 1 else
@@ -361,9 +370,10 @@ def throughput(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str,
     rows = [[f"smoke: Transformer-base, post-norm, lr 1e-3, {int(smoke.train[-1]['step'])} steps", "1",
              fmt_int(smoke_rate), fmt_int(smoke_rate), fmt(max(r["peak_gpu_gb"] for r in smoke.train), 1)]]
     processes = {"v1": "2", "v2": f"2, and {len(m30k) + 2} while Multi30k ran",
-                 "v3": f"{len(newstest['v3']) + len(peers)}: {len(newstest['v3'])} translate + the HF peer"}
-    tracks = [(f"trainmix {v}: Transformer-base, pre-norm", processes[v], [r.train for r in runs], runs)
-              for v, runs in newstest.items()]
+                 "v3": f"{len(newstest['v3']) + 1}: {len(newstest['v3'])} translate + the HF peer",
+                 "v4": "1: each run alone"}
+    tracks = [(f"trainmix {v}: Transformer-base, {our_system(runs[0]).norm}", processes[v], [r.train for r in runs],
+               runs) for v, runs in newstest.items()]
     tracks += [(f"trainmix {v} peer: HF MarianMTModel, {p.norm}", processes[v], [p.train], []) for v, p in peers.items()]
     tracks.append(("Multi30k: d_model 256, 3+3 layers", f"{len(m30k) + 2}", [r.train for r in m30k], m30k))
     for name, procs, trains, runs in tracks:
@@ -371,8 +381,7 @@ def throughput(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str,
         peak = fmt(max(r.train[-1]["peak_gpu_gb"] for r in runs), 1) if runs else "not logged"
         rows.append([f"{name} ({len(trains)} run{'s' * (len(trains) > 1)})", procs,
                      fmt_int(statistics.fmean(per_run)), fmt_int(sum(per_run)), peak])
-    v3_total = sum(median_tokens_per_s(r.train) for r in newstest["v3"]) + sum(
-        median_tokens_per_s(p.train) for p in peers.values())
+    v3_total = sum(median_tokens_per_s(r.train) for r in newstest["v3"]) + median_tokens_per_s(peers["v3"].train)
     decode_head = ["model", "checkpoint", "ε", "sentences/s", "length ratio", "test BLEU"]
     decode = [[f"trainmix {v}", c, f"{r.eps}", fmt(r.evals[c]["sentences_per_second"], 1),
                fmt(r.evals[c]["length_ratio"], 3), fmt(r.evals[c]["bleu"], 2)]
@@ -464,6 +473,49 @@ def m30k_section(m30k: list[Run], v2_runs: int, seconds: str, fig: dict[str, str
     ]
 
 
+def v4_section(v4: list[Run], peer: Peer, v3: list[Run], v3_peer: Peer, fig: dict[str, str]) -> list[str]:
+    eps01, eps0 = (next(r for r in v4 if r.eps == e) for e in (0.1, 0.0))
+    group = [our_system(eps01), peer_system(peer)]
+    budget = float(eps01.config("train.max_time"))
+    v3_eps01 = our_system(next(r for r in v3 if r.eps == 0.1))
+    reliability = (["", f"![Newstest v4 reliability]({fig['trainmix_v4_reliability.png']})"]
+                   if "trainmix_v4_reliability.png" in fig else [])
+    return [
+        f"### v4 (the latest): post-norm + HF initialisation, each run alone on the GPU, {budget:.0f} s",
+        "",
+        f"`configs/trainmix_postnorm.yaml`: the v3 recipe (seed {eps01.seed}, dropout "
+        f"{eps01.config('model.dropout')}, lr {fmt_lr(float(eps01.config('optim.lr')))}, warm-up "
+        f"{eps01.config('optim.warmup_steps')}, {int(eps01.config('train.max_tokens')):,}-token batches) with "
+        f"post-norm layers and HF Marian's initialisation (normal(0, 0.02)), the pair that matched the peer "
+        "step for step in the small CPU ablation (`results/ablation_init_norm`). Three runs on "
+        f"{DEVICE}, one after another, each with the GPU to itself: translate ε = 0.1 for {budget:.0f} s of "
+        f"training loop, the HF peer (as in v3) for {budget:.0f} s, and translate ε = 0 for the same "
+        f"{eps0.steps} steps as the ε = 0.1 arm (same seed and batch order; its clock was only a safety net). "
+        "With `$W` the results folder (`results/trainmix_v4`, whose README has the calls):",
+        "",
+        "```bash",
+        V4_COMMANDS.format(budget=f"{budget:.0f}", steps=eps0.steps),
+        "```",
+        "",
+        average_caveat(v4),
+        "",
+        newstest_table(v4),
+        "",
+        "### Peer baseline at equal GPU time (v4)",
+        "",
+        "translate ε = 0.1 and the peer, each alone on the GPU for the same training-loop time; best "
+        "checkpoint of each (lowest dev NLL).",
+        "",
+        peer_table(group),
+        "",
+        f"Per step, the post-norm + HF-init recipe now learns like the peer (dev NLL, translate vs peer, "
+        f"{nll_trace(group)}), where v3's pre-norm recipe trailed it (v3 ε = 0.1 vs its peer: "
+        f"{nll_trace(systems([r for r in v3 if r.eps == 0.1], v3_peer))}). "
+        f"v3's ε = 0.1 arm reached dev NLL {v3_eps01.best['nll']:.3f} in {v3_eps01.steps} steps on a shared GPU.",
+        *reliability,
+    ]
+
+
 def v3_section(v3: list[Run], peer: Peer, bench: Bench, v2: list[Run], fig: dict[str, str]) -> list[str]:
     group = systems(v3, peer)
     first = v3[0]
@@ -479,7 +531,7 @@ def v3_section(v3: list[Run], peer: Peer, bench: Bench, v2: list[Run], fig: dict
     reliability = (["", f"![Newstest v3 reliability]({fig['trainmix_v3_reliability.png']})"]
                    if "trainmix_v3_reliability.png" in fig else [])
     return [
-        f"### v3 (the latest): {' / '.join(str(r.steps) for r in arms(v3))} steps (ε = 0.1 / 0) and the HF peer, "
+        f"### v3: pre-norm, {' / '.join(str(r.steps) for r in arms(v3))} steps (ε = 0.1 / 0) and the HF peer, "
         f"{float(budget):.0f} s each, {len(v3) + 1} processes on the GPU",
         "",
         f"Both arms (seed {first.seed}, `configs/trainmix_base.yaml`: Transformer-base {recipe}) and the "
@@ -565,13 +617,15 @@ def earlier_section(v1: list[Run], v2: list[Run], m30k_runs: int, seconds: dict[
 
 def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Peer], bench: Bench,
            smoke: Smoke, figures_rel: str, figures: list[str]) -> str:
-    v1, v2, v3 = newstest["v1"], newstest["v2"], newstest["v3"]
+    v1, v2, v3, v4 = newstest["v1"], newstest["v2"], newstest["v3"], newstest["v4"]
     all_runs = m30k + [r for runs in newstest.values() for r in runs]
     bleu_sig, chrf_sig = signatures(all_runs, peers)
     seconds = {name: f'{float(runs[0].config("train.max_time")):.0f}'
                for name, runs in (("m30k", m30k), *newstest.items())}
     fig = {name: f"{figures_rel}/{name}" for name in figures}
     group = systems(v3, peers["v3"])
+    eps01, eps0 = (our_system(next(r for r in v4 if r.eps == e)) for e in (0.1, 0.0))
+    equal_time = [eps01, peer_system(peers["v4"])]
     out = [
         "# Label smoothing: results",
         "",
@@ -582,7 +636,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Pee
         "translate). Dev NLL and perplexity are the plain NLL per target token (never the smoothed loss); ECE "
         "uses 15 equal-width confidence bins over dev tokens under teacher forcing (`scripts/calibrate.py`).",
         "",
-        headline(group, bench),
+        equal_time_headline(equal_time, eps0),
         "",
         *m30k_section(m30k, len(v2), seconds["m30k"], fig),
         "",
@@ -590,8 +644,10 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Pee
         "",
         "Dev newstest2013 (greedy dev BLEU on its first "
         f"{v3[0].config('eval.dev_bleu_sentences')} sentences), test newstest2014 "
-        f"({v3[0].evals['best']['sentences']} lines). In each version both arms share seed {v3[0].seed} and "
-        "trained side by side.",
+        f"({v3[0].evals['best']['sentences']} lines). In each version both arms share seed {v3[0].seed}; "
+        "v1–v3 trained side by side, v4 one run at a time.",
+        "",
+        *v4_section(v4, peers["v4"], v3, peers["v3"], fig),
         "",
         *v3_section(v3, peers["v3"], bench, v2, fig),
         "",
@@ -600,7 +656,8 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Pee
         "## Reading",
         "",
         *reading(m30k, seconds["m30k"]),
-        eps_reading("v3", newstest, m30k),
+        eps_reading("v4", newstest, m30k),
+        equal_time_bullet(equal_time, eps0, bench),
         *peer_reading(group, v3, peers["v3"], bench, smoke),
         *earlier_reading({"v1": v1, "v2": v2}),
         "",
@@ -619,7 +676,7 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
     args = parser.parse_args()
     m30k = load_track(args.results / "multi30k")
-    newstest = {v: load_track(args.results / f"trainmix_{v}") for v in ("v1", "v2", "v3")}
+    newstest = {v: load_track(args.results / f"trainmix_{v}") for v in ("v1", "v2", "v3", "v4")}
     peers = {v: peer for v in newstest if (peer := load_peer(args.results / f"trainmix_{v}"))}
     bench = load_bench(args.results / BENCH_TRAIN)
     smoke = load_smoke(args.results / "smoke")

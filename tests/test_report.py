@@ -351,10 +351,30 @@ def test_peer_reading_wording(track):
     assert "learned clearly more per step than our pre-norm recipe" in per_step
     assert "2.60× as many target tokens/s" in shared_gpu and "(1.14 / 1.14×)" in shared_gpu
     assert "in its 6 logged intervals that overlap" in shared_gpu
-    assert "median 140,000 tokens/s, against 70,000 in the other 7" in shared_gpu and "still to be done" in shared_gpu
+    assert "median 140,000 tokens/s, against 70,000 in the other 7" in shared_gpu and "v4 measures that" in shared_gpu
     assert "spiked at step 750 (logged grad norm 34.2" in norm and "the lr still rising in warm-up" in norm
     assert "dev NLL was only 7.46 / 7.41 (steps 300, 600)" in norm
-    assert "8.08" in peer_report.headline(group, BENCH) and "2.60×" in peer_report.headline(group, BENCH)
+
+
+def test_equal_time_headline_and_reading(track):
+    runs, peer = track
+    eps0, eps01 = (peer_report.our_system(r) for r in runs)
+    group = [eps01, peer_report.peer_system(peer)]
+    head = peer_report.equal_time_headline(group, eps0)
+    assert "test BLEU 6.00 (chrF 30.00) in 1554 steps" in head and "8.08 (chrF 34.60) in 1473" in head
+    assert "-2.08 BLEU for translate at equal GPU time, with 1.05× the peer's steps" in head
+    assert "500: 6.600 vs 6.300; 1000: 5.500 vs 4.960" in head
+    assert "median 80,000 vs 70,000 target tokens/s" in head and "ε = 0.0, trained for the same 1553" in head
+    bullet = peer_report.equal_time_bullet(group, eps0, BENCH)
+    assert "the peer ahead (one seed each; -2.08 BLEU)" in bullet and "2.60×" in bullet
+    assert "end-of-run validation" not in bullet                    # here the last validation is the best
+    assert "still falling fast (5.50 → 4.39 from step 1000 to 1554)" in bullet
+    # An end-of-run validation worse than the periodic best in both arms is said, with the steps.
+    worse = [peer_report.System(**{**g.__dict__, "valid": g.valid + [{"step": g.steps + 28, "nll": 9.9}],
+                                   "steps": g.steps + 28}) for g in (eps01, eps0)]
+    note = peer_report.end_of_run_note(worse[0], worse[1], group[-1])
+    assert "end-of-run validation (step 1582) was worse than the one at step 1554 in both arms" in note
+    assert "28 steps older than its last" in note
 
 
 def test_eps_reading_single_seed(track):
@@ -388,17 +408,17 @@ def test_newstest_table_has_both_checkpoints(track):
     assert rows[0].split(" | ")[7] == "6.00" and rows[0].split(" | ")[10] == "0.0400"
 
 
-@pytest.mark.skipif(not (REPO / "results" / "trainmix_v3" / "peer_marian.json").is_file(),
+@pytest.mark.skipif(not (REPO / "results" / "trainmix_v4" / "peer_marian.json").is_file(),
                     reason="needs the measured results/")
 def test_report_renders_from_real_results():
     results = REPO / "results"
     m30k = common.load_track(results / "multi30k")
-    newstest = {v: common.load_track(results / f"trainmix_{v}") for v in ("v1", "v2", "v3")}
-    peers = {"v3": common.load_peer(results / "trainmix_v3")}
+    newstest = {v: common.load_track(results / f"trainmix_{v}") for v in ("v1", "v2", "v3", "v4")}
+    peers = {v: common.load_peer(results / f"trainmix_{v}") for v in ("v3", "v4")}
     bench = common.load_bench(results / report.BENCH_TRAIN)
     smoke = common.load_smoke(results / "smoke")
     figures = ["m30k_dev_nll.png", "m30k_dev_bleu.png", "m30k_reliability.png", "trainmix_dev_nll.png",
-               "trainmix_dev_bleu.png", "trainmix_v3_reliability.png"]
+               "trainmix_dev_bleu.png", "trainmix_v3_reliability.png", "trainmix_v4_reliability.png"]
     text = report.render(m30k, newstest, peers, bench, smoke, "figures", figures)
     assert len(m30k) == 9 and "## Reading" in text and "nan" not in text
     assert "### Peer baseline at equal wall time (v3)" in text and "figures/trainmix_v3_reliability.png" in text
@@ -406,3 +426,6 @@ def test_report_renders_from_real_results():
     assert [g.steps for g in group] == [1554, 1553, 1473]
     assert f"{bench.rates['translate'] / bench.rates['hf_marian']:.2f}×" == "2.60×"
     assert "| HF MarianMTModel, ε = 0.1 | post-norm | 61,571,072 | 1473 | 440 |" in text
+    assert "### Peer baseline at equal GPU time (v4)" in text and "figures/trainmix_v4_reliability.png" in text
+    assert "| HF MarianMTModel, ε = 0.1 | post-norm | 61,571,072 | 2057 | 280 |" in text
+    assert "translate ε = 0 for the same 2028 steps" in text
