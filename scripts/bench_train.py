@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as common  # noqa: E402
-from translate.batching import Batch, collate, make_batches  # noqa: E402
+from translate.batching import Batch, collate, collate_corpus, make_batches  # noqa: E402
 from translate.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from translate.loss import label_smoothed_cross_entropy  # noqa: E402
 from translate.model import Transformer, sinusoidal_positions  # noqa: E402
@@ -87,7 +87,7 @@ def real_batches(corpus, *, max_tokens: int, count: int, seed: int) -> list[Batc
     if len(index) < count:
         sys.exit(f"error: the corpus gives {len(index)} batches of {max_tokens} tokens; "
                  f"--warmup + --steps needs {count}")
-    return [collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]) for idx in index[:count]]
+    return [collate_corpus(corpus, idx) for idx in index[:count]]
 
 
 def synthetic_batches(*, vocab_size: int, max_tokens: int, count: int, seed: int, max_len: int = 250) -> list[Batch]:
@@ -220,17 +220,18 @@ BUILDERS = {"translate": translate_system, "hf_marian": hf_marian_system, "nn_tr
 # Measurement
 
 
-def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, device, autocast, peak_flops: float,
-            seed: int, profile: Path | None = None) -> dict:
-    """Warm up on batches[:warmup], then time one optimizer step per batch of batches[warmup:].
-
-    profile: after timing, run the timed batches again under torch.profiler and write its table of
-    operators by device time there (what limits the step; not part of the timing).
-    """
-    common.reset_memory(device)
+def build(system: str, dims: dict, device, autocast, seed: int):
+    """(model, step) of a system, `_compiled` or not, from the same seed."""
     torch.manual_seed(seed)
     base, compiled = system.removesuffix("_compiled"), system.endswith("_compiled")
-    model, step = BUILDERS[base](dims, device, autocast, compile_model=compiled)
+    return BUILDERS[base](dims, device, autocast, compile_model=compiled)
+
+
+def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, device, autocast, peak_flops: float,
+            seed: int) -> dict:
+    """Warm up on batches[:warmup], then time one optimizer step per batch of batches[warmup:]."""
+    common.reset_memory(device)
+    model, step = build(system, dims, device, autocast, seed)
     with common.Timer(device) as warm:
         for batch in batches[:warmup]:
             step(batch)
@@ -239,8 +240,6 @@ def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, devic
     with common.Timer(device) as timer:
         for batch in timed:
             losses.append(step(batch))
-    if profile is not None:
-        write_profile(step, timed, device, profile)
     n_steps = len(timed)
     tgt = sum(int((b.tgt_out != PAD_ID).sum()) for b in timed)
     src = sum(int((b.src != PAD_ID).sum()) for b in timed)
@@ -266,9 +265,16 @@ def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, devic
     return row
 
 
-def write_profile(step, batches: list[Batch], device: torch.device, path: Path) -> None:
-    """Operators and kernels of `len(batches)` steps, sorted by total device (or CPU) time."""
+def write_profile(system: str, dims: dict, batches: list[Batch], *, warmup: int, device, autocast, seed: int,
+                  path: Path) -> None:
+    """Operators and kernels of the timed steps of `system` (built and warmed up afresh), sorted by
+    total device (or CPU) time. Run after every system is timed: the profiler is not left running
+    under anyone's timing."""
     from torch.profiler import ProfilerActivity, profile
+    _, step = build(system, dims, device, autocast, seed)
+    for batch in batches[:warmup]:
+        step(batch)
+    batches = batches[warmup:]
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for batch in batches:
@@ -308,7 +314,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output", type=Path, help="JSON results")
     p.add_argument("--markdown", type=Path, help="Markdown table")
-    p.add_argument("--profile", type=Path, help="torch.profiler table of the first system's timed steps (run again)")
+    p.add_argument("--profile", type=Path, help="torch.profiler table of the first system's timed steps, "
+                   "run again after all systems are timed")
     return p.parse_args(argv)
 
 
@@ -373,7 +380,7 @@ def main(argv=None) -> int:
         print(f"[bench_train] {system} ...", file=sys.stderr, flush=True)
         try:
             row = measure(system, dims, batches, warmup=settings["warmup"], device=device, autocast=autocast,
-                          peak_flops=peak, seed=args.seed, profile=args.profile if system == systems[0] else None)
+                          peak_flops=peak, seed=args.seed)
         except Exception as error:  # a failing peer (missing package, compile error) must not stop the others
             traceback.print_exc()
             row = {"system": system, "error": common.error_text(error)}
@@ -386,6 +393,10 @@ def main(argv=None) -> int:
         common.add_ratios(result["rows"], baseline="translate", metric="tgt_tokens_per_s")
         common.write_outputs(result, common.markdown_table(result["rows"], COLUMNS), output=args.output,
                              markdown=args.markdown, title="Training throughput (scripts/bench_train.py)")
+    if args.profile:
+        print(f"[bench_train] profiling {systems[0]} ...", file=sys.stderr, flush=True)
+        write_profile(systems[0], dims, batches, warmup=settings["warmup"], device=device, autocast=autocast,
+                      seed=args.seed, path=args.profile)
     return 0
 
 

@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as common  # noqa: E402
-from translate.batching import Batch, BatchStream, collate, make_batches  # noqa: E402
+from translate.batching import Batch, BatchStream, collate_corpus, make_batches  # noqa: E402
 from translate.beam import output_limit  # noqa: E402
 from translate.config import Config, OptimConfig, Precision, Schedule, config_to_dict, load_config  # noqa: E402
 from translate.data import TokenizedCorpus, prepare  # noqa: E402
@@ -164,7 +164,7 @@ def dev_nll(model, corpus: TokenizedCorpus, *, max_tokens: int, device: torch.de
     total, tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     for idx in make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=max_tokens, seed=0, epoch=0,
                             shuffle=False):
-        batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(device)
+        batch = collate_corpus(corpus, idx).to(device)
         with autocast:
             logits = forward_logits(model, batch)
         total += nll_sum(logits, hf_labels(batch.tgt_out)).double()

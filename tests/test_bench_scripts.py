@@ -49,7 +49,8 @@ def test_bench_train_tiny_cpu(tmp_path):
     systems = ["translate", "nn_transformer"] + (["hf_marian"] if HAVE_TRANSFORMERS else [])
     out = tmp_path / "train.json"
     bench_train.main(["--device", "cpu", "--tiny", "--synthetic-batches", "--steps", "2", "--warmup", "1",
-                      "--systems", ",".join(systems), "--output", str(out), "--markdown", str(tmp_path / "t.md")])
+                      "--systems", ",".join(systems), "--output", str(out), "--markdown", str(tmp_path / "t.md"),
+                      "--profile", str(tmp_path / "profile.txt")])
     result = json.loads(out.read_text())
     assert result["environment"]["torch"] == torch.__version__
     rows = {r["system"]: r for r in result["rows"]}
@@ -62,6 +63,9 @@ def test_bench_train_tiny_cpu(tmp_path):
         assert 4 < row["mean_nll"] < 10  # ≈ ln(1000) = 6.9 for every system at initialisation
     assert rows["translate"]["vs_translate"] == 1.0
     assert "| translate |" in (tmp_path / "t.md").read_text()
+    profile = (tmp_path / "profile.txt").read_text()  # the first system's 2 timed steps, profiled afterwards
+    assert profile.startswith("2 steps; sorted by cpu_time_total") and "aten::mm" in profile
+    assert "_LinearSmoothedCrossEntropy" in profile  # translate's fused loss, not a peer's
 
 
 def test_bench_train_records_a_failing_system(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from translate.batching import BatchStream, collate, make_batches, padding_fraction, shard, within_length
+from translate.batching import BatchStream, collate, collate_corpus, make_batches, padding_fraction, shard, within_length
 from translate.config import config_from_dict
 from translate.data import TokenizedCorpus, prepare, target_unigram_entropy
 from translate.errors import UserError
@@ -158,19 +158,25 @@ def test_collate_adds_specials_and_pads():
     assert batch.targets.tolist() == [9, EOS_ID, 10, 11, EOS_ID]
 
 
-class _ListCorpus:
-    """The part of data.TokenizedCorpus that BatchStream reads, over in-memory arrays."""
+def corpus_of(src: list[np.ndarray], tgt: list[np.ndarray]) -> TokenizedCorpus:
+    """A TokenizedCorpus over in-memory sentences (flat tokens + offsets, as `prepare` stores them)."""
+    def flat(seqs):
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in seqs])]).astype(np.int64)
+        return np.concatenate(seqs).astype(np.int32), offsets
+    return TokenizedCorpus(*flat(src), *flat(tgt))
 
-    def __init__(self, src: list[np.ndarray], tgt: list[np.ndarray]):
-        self._src, self._tgt = src, tgt
-        self.src_lengths = np.array([len(s) for s in src])
-        self.tgt_lengths = np.array([len(t) for t in tgt])
 
-    def src(self, i):
-        return self._src[i]
-
-    def tgt(self, i):
-        return self._tgt[i]
+def test_collate_corpus_equals_collate_of_the_sentences():
+    rng = np.random.default_rng(1)
+    src = [rng.integers(4, 50, rng.integers(1, 30)) for _ in range(200)]
+    tgt = [rng.integers(4, 50, rng.integers(1, 30)) for _ in range(200)]
+    corpus = corpus_of(src, tgt)
+    for idx in (np.array([7]), rng.permutation(200)[:37], np.arange(200), np.array([3, 3, 150])):
+        got, want = collate_corpus(corpus, idx), collate([src[i] for i in idx], [tgt[i] for i in idx])
+        for name in ("src", "tgt_in", "tgt_out", "target_index", "targets"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+            assert getattr(got, name).dtype == torch.int64
+        assert got.n_tgt_tokens == want.n_tgt_tokens == sum(len(tgt[i]) + 1 for i in idx)
 
 
 @pytest.mark.parametrize("rank,world_size", [(0, 1), (1, 2)])
@@ -178,7 +184,7 @@ def test_batch_stream_prefetching_gives_exactly_the_batches_of_each_epoch(rank, 
     rng = np.random.default_rng(0)
     src = [rng.integers(4, 50, rng.integers(1, 20)) for _ in range(300)]
     tgt = [rng.integers(4, 50, rng.integers(1, 20)) for _ in range(300)]
-    corpus = _ListCorpus(src, tgt)
+    corpus = corpus_of(src, tgt)
     stream = BatchStream(corpus, max_tokens=120, seed=3, rank=rank, world_size=world_size)
 
     def expected(epoch, position):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from translate.batching import collate, make_batches, within_length
+from translate.batching import collate_corpus, make_batches, within_length
 from translate.data import TokenizedCorpus
 from translate.tokenizer import PAD_ID
 
@@ -71,7 +71,7 @@ def calibration(model, corpus: TokenizedCorpus, *, device: torch.device, max_tok
     batches = [kept[b] for b in make_batches(corpus.src_lengths[kept], corpus.tgt_lengths[kept], max_tokens=max_tokens,
                                              seed=0, epoch=0, shuffle=False)]
     for idx in batches:
-        batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(device)
+        batch = collate_corpus(corpus, idx).to(device)
         logits = model(batch.src, batch.tgt_in, batch.src == PAD_ID)  # (B, T, V)
         keep = batch.tgt_out != PAD_ID  # (B, T)
         log_probs = torch.log_softmax(logits[keep].float(), dim=-1)  # (N, V)

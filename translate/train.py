@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from translate.batching import Batch, BatchStream, collate, make_batches, shard, within_length
+from translate.batching import Batch, BatchStream, collate_corpus, make_batches, shard, within_length
 from translate.checkpoint import copy_checkpoint, load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare, target_unigram_entropy
@@ -248,7 +248,7 @@ def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Dist
                                              max_tokens=cfg.train.max_tokens, seed=0, epoch=0, shuffle=False)]
     totals = torch.zeros(4, dtype=torch.float64, device=env.device)
     for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
-        batch = collate([corpus.src(i) for i in idx], [corpus.tgt(i) for i in idx]).to(env.device)
+        batch = collate_corpus(corpus, idx).to(env.device)
         sums = batch_loss(model, model.output_proj.weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast)
         totals += torch.stack([sums.loss, sums.nll, sums.n_tokens, sums.n_correct]).double()
     if env.world_size > 1 and len(batches) >= env.world_size:
