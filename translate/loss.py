@@ -94,15 +94,28 @@ def _chunked_loss(hidden, weight, target, epsilon: float, compute_dtype, chunk_r
     for start in range(0, N, chunk_rows):
         h = hidden[start : start + chunk_rows].to(compute_dtype)  # (n, D)
         t = target[start : start + chunk_rows]  # (n,)
-        logits = (h @ w.T).to(exact)  # (n, V)
-        log_z = logits.logsumexp(dim=-1)  # (n,)
-        nll = log_z - logits.gather(-1, t[:, None]).squeeze(-1)  # −log p_y
-        smooth = log_z - logits.mean(dim=-1)  # mean_v(−log p_v)
-        correct = (logits.argmax(dim=-1) == t).sum()
+        # Every pass over the (n, V) float32 chunk is memory-bound and together they cost more GPU time
+        # than the model's matmuls (docs/PERFORMANCE.md, profile): one float32 buffer, updated in place,
+        # and each quantity read off a pass that already exists (max and argmax together, on the
+        # compute-dtype logits; the float32 cast fused with the shift; the mean and
+        # the target's logit from the shifted logits; log Z from the sum of the exponentials the
+        # gradient needs anyway) instead of logsumexp's own temporaries.
+        logits = h @ w.T  # (n, V) in compute_dtype
+        top, prediction = logits.max(dim=-1)  # (n,): the shift for a stable exp; the argmax for accuracy
+        # logits − max: in place when already float32 (the CPU), else cast in the same pass (bf16 on the GPU)
+        shifted = logits.sub_(top[:, None]) if logits.dtype == exact else logits - top[:, None].to(exact)
+        target_shifted = shifted.gather(-1, t[:, None]).squeeze(-1)
+        mean_shifted = shifted.mean(dim=-1)
+        unnormalised = shifted.exp_()  # exp(logits − max)
+        sum_exp = unnormalised.sum(dim=-1)
+        log_sum = sum_exp.log()  # log Z − max
+        nll = log_sum - target_shifted  # −log p_y
+        smooth = log_sum - mean_shifted  # mean_v(−log p_v)
+        correct = (prediction == t).sum()
         sums += torch.stack([((1.0 - epsilon) * nll + epsilon * smooth).sum(), nll.sum(), correct.to(exact)])
         if with_grad:
             # d/dlogits of (1 − ε)(−log p_y) + ε·mean_v(−log p_v) = p − (1 − ε)·onehot(y) − ε/V, in place.
-            grad = logits.sub_(log_z[:, None]).exp_().sub_(epsilon / V)
+            grad = unnormalised.mul_(sum_exp.reciprocal()[:, None]).sub_(epsilon / V)
             grad.scatter_add_(-1, t[:, None], grad.new_full((t.numel(), 1), -(1.0 - epsilon)))
             grad = grad.to(compute_dtype)
             grad_hidden[start : start + chunk_rows] = grad @ w

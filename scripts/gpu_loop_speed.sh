@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Training-loop speed as users get it (issue #5): `translate train` and the HF peer (scripts/peer_marian.py),
+# one after another, each alone on the GPU for SECONDS of training loop with CONFIG's full recipe (its
+# dropouts, batches, optimizer) and no periodic validation; then the median target tokens/s of each
+# one's logged intervals after step SKIP (the peer's first ~200 steps run about 2x slower than later).
+# The benchmark (scripts/bench_train.py) times isolated steps; this times the loops themselves.
+# Usage: TRANSLATE_DATA=/path/to/shared/data OUT=results_dir bash scripts/gpu_loop_speed.sh [seconds]
+set -euo pipefail
+SECONDS_BUDGET=${1:-120}
+CONFIG=${CONFIG:-configs/trainmix_postnorm.yaml}
+SKIP=${SKIP:-200}
+OUT=${OUT:-results/loop_speed}
+RUNS=${RUNS:-/tmp/loop_runs}
+NEVER=1000000  # steps: no periodic validation or checkpoint inside the timed loop
+mkdir -p "$OUT" "$RUNS"
+python3 -m translate prepare --config "$CONFIG" > "$OUT/prepare.log"
+python3 -m translate train --overwrite --config "$CONFIG" --set "train.max_time=$SECONDS_BUDGET" \
+  --set "train.eval_every=$NEVER" --set "train.save_every=$NEVER" --set "train.out_dir=$RUNS/translate" \
+  > "$OUT/translate.log" 2>&1
+cp "$RUNS/translate/metrics.jsonl" "$OUT/metrics_translate.jsonl"
+python3 scripts/peer_marian.py --config "$CONFIG" --max-time "$SECONDS_BUDGET" --eval-every "$NEVER" \
+  --output "$OUT/peer_marian.json" --hyp "$OUT/hyp_peer_marian.txt" --metrics "$OUT/metrics_peer_marian.jsonl" \
+  > "$OUT/peer_marian.log" 2>&1
+python3 - "$OUT" "$SKIP" <<'PY' | tee "$OUT/loop_speed.txt"
+import json, statistics, sys
+out, skip = sys.argv[1], int(sys.argv[2])
+rates = {}
+for name in ("translate", "peer_marian"):
+    records = [json.loads(line) for line in open(f"{out}/metrics_{name}.jsonl") if line.strip()]
+    rates[name] = [r["tgt_tokens_per_s"] for r in records if r["kind"] == "train" and r["step"] > skip]
+    last = max(r["step"] for r in records if r["kind"] == "train")
+    print(f"{name}: {last} steps logged; median target tokens/s after step {skip}: "
+          f"{statistics.median(rates[name]):,.0f} over {len(rates[name])} intervals")
+print(f"translate / peer: {statistics.median(rates['translate']) / statistics.median(rates['peer_marian']):.2f}x")
+PY
