@@ -59,6 +59,7 @@ TINY = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layer
             max_tokens=600, steps=3, warmup=1, matmul_n=256)
 DROPOUT, LABEL_SMOOTHING, LR, BETAS, EPS, CLIP = 0.1, 0.1, 7e-4, (0.9, 0.98), 1e-9, 1.0
 MAX_POSITIONS = 1024
+SPARE_SYNTHETIC = 40  # untimed synthetic batches beyond --warmup + --steps, for cover_shape_classes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,13 +82,34 @@ def load_corpus(args):
     return load_split(directory), vocab
 
 
-def real_batches(corpus, *, max_tokens: int, count: int, seed: int) -> list[Batch]:
-    """The first `count` batches of epoch 0, exactly as translate/train.py would make them."""
+def real_batches(corpus, *, max_tokens: int, count: int, seed: int) -> tuple[list[Batch], list[Batch]]:
+    """(the first `count` batches of epoch 0, exactly as translate/train.py would make them; the rest
+    of epoch 0, untimed, from which `cover_shape_classes` may take extra warm-up batches)."""
     index = make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=max_tokens, seed=seed, epoch=0)
     if len(index) < count:
         sys.exit(f"error: the corpus gives {len(index)} batches of {max_tokens} tokens; "
                  f"--warmup + --steps needs {count}")
-    return [collate_corpus(corpus, idx) for idx in index[:count]]
+    batches = [collate_corpus(corpus, idx) for idx in index]
+    return batches[:count], batches[count:]
+
+
+def shape_class(batch: Batch) -> tuple[bool, bool, bool]:
+    """What compiled graphs specialise on: source / target length a multiple of 8 (Inductor's
+    alignment guards), source and target equally long (Dynamo's duck sizing, where it is on)."""
+    S, T = batch.src.shape[1], batch.tgt_in.shape[1]
+    return S % 8 == 0, T % 8 == 0, S == T
+
+
+def cover_shape_classes(warmup: list[Batch], spare: list[Batch]) -> list[Batch]:
+    """`warmup` plus one batch from `spare` for each shape class it misses, so that a compiled
+    system's one-time recompilations happen before the timing, not in it (in run a on the GPU, the
+    first batch with a source length divisible by 8 came in the timed steps and recompiled the model)."""
+    seen, extra = {shape_class(b) for b in warmup}, []
+    for batch in spare:
+        if shape_class(batch) not in seen:
+            seen.add(shape_class(batch))
+            extra.append(batch)
+    return warmup + extra
 
 
 def synthetic_batches(*, vocab_size: int, max_tokens: int, count: int, seed: int, max_len: int = 250) -> list[Batch]:
@@ -227,15 +249,14 @@ def build(system: str, dims: dict, device, autocast, seed: int):
     return BUILDERS[base](dims, device, autocast, compile_model=compiled)
 
 
-def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, device, autocast, peak_flops: float,
-            seed: int) -> dict:
-    """Warm up on batches[:warmup], then time one optimizer step per batch of batches[warmup:]."""
+def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], *, device, autocast,
+            peak_flops: float, seed: int) -> dict:
+    """One untimed optimizer step per batch of `warmup`, then one timed step per batch of `timed`."""
     common.reset_memory(device)
     model, step = build(system, dims, device, autocast, seed)
     with common.Timer(device) as warm:
-        for batch in batches[:warmup]:
+        for batch in warmup:
             step(batch)
-    timed = batches[warmup:]
     losses = []
     with common.Timer(device) as timer:
         for batch in timed:
@@ -265,16 +286,15 @@ def measure(system: str, dims: dict, batches: list[Batch], *, warmup: int, devic
     return row
 
 
-def write_profile(system: str, dims: dict, batches: list[Batch], *, warmup: int, device, autocast, seed: int,
-                  path: Path) -> None:
+def write_profile(system: str, dims: dict, warmup: list[Batch], batches: list[Batch], *, device, autocast,
+                  seed: int, path: Path) -> None:
     """Operators and kernels of the timed steps of `system` (built and warmed up afresh), sorted by
     total device (or CPU) time. Run after every system is timed: the profiler is not left running
     under anyone's timing."""
     from torch.profiler import ProfilerActivity, profile
     _, step = build(system, dims, device, autocast, seed)
-    for batch in batches[:warmup]:
+    for batch in warmup:
         step(batch)
-    batches = batches[warmup:]
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for batch in batches:
@@ -334,17 +354,23 @@ def main(argv=None) -> int:
     if args.config or args.data_dir:
         corpus, vocab = load_corpus(args)
         settings["vocab_size"] = vocab
-        batches = real_batches(corpus, max_tokens=settings["max_tokens"], count=count, seed=args.seed)
+        batches, spare = real_batches(corpus, max_tokens=settings["max_tokens"], count=count, seed=args.seed)
         notes.append(f"real batches: the first {count} of epoch 0 (seed {args.seed}) of "
                      f"{args.config or args.data_dir}")
     else:
         batches = synthetic_batches(vocab_size=settings["vocab_size"], max_tokens=settings["max_tokens"],
-                                    count=count, seed=args.seed)
+                                    count=count + SPARE_SYNTHETIC, seed=args.seed)
+        batches, spare = batches[:count], batches[count:]
         notes.append("synthetic batches: random ids, lognormal lengths (median 25), bucketed by make_batches")
         if len(batches) < count:
             sys.exit(f"error: only {len(batches)} synthetic batches for --warmup + --steps = {count}")
+    warmup, timed = cover_shape_classes(batches[:settings["warmup"]], spare), batches[settings["warmup"]:]
+    if len(warmup) > settings["warmup"]:
+        notes.append(f"warm-up: the first {settings['warmup']} batches and {len(warmup) - settings['warmup']} more "
+                     "from later in epoch 0, so that every shape class compiled graphs specialise on is seen "
+                     "before the timing (`cover_shape_classes`)")
     if device.type == "cuda":
-        batches = [b.pin_memory() for b in batches]
+        warmup, timed = [b.pin_memory() for b in warmup], [b.pin_memory() for b in timed]
 
     dims = {k: settings[k] for k in ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers",
                                      "vocab_size")}
@@ -358,7 +384,6 @@ def main(argv=None) -> int:
     notes.append(f"MFU denominator: measured {str(peak_dtype).removeprefix('torch.')} matmul "
                  f"{settings['matmul_n']}³ = {peak / 1e12:.1f} TFLOP/s")
 
-    timed = batches[settings["warmup"]:]
     result = {
         "benchmark": "train",
         "environment": common.environment(device),
@@ -379,8 +404,8 @@ def main(argv=None) -> int:
     for system in systems:
         print(f"[bench_train] {system} ...", file=sys.stderr, flush=True)
         try:
-            row = measure(system, dims, batches, warmup=settings["warmup"], device=device, autocast=autocast,
-                          peak_flops=peak, seed=args.seed)
+            row = measure(system, dims, warmup, timed, device=device, autocast=autocast, peak_flops=peak,
+                          seed=args.seed)
         except Exception as error:  # a failing peer (missing package, compile error) must not stop the others
             traceback.print_exc()
             row = {"system": system, "error": common.error_text(error)}
@@ -393,10 +418,10 @@ def main(argv=None) -> int:
         common.add_ratios(result["rows"], baseline="translate", metric="tgt_tokens_per_s")
         common.write_outputs(result, common.markdown_table(result["rows"], COLUMNS), output=args.output,
                              markdown=args.markdown, title="Training throughput (scripts/bench_train.py)")
-    if args.profile:
+    if args.profile and not result["rows"][0].get("error"):
         print(f"[bench_train] profiling {systems[0]} ...", file=sys.stderr, flush=True)
-        write_profile(systems[0], dims, batches, warmup=settings["warmup"], device=device, autocast=autocast,
-                      seed=args.seed, path=args.profile)
+        write_profile(systems[0], dims, warmup, timed, device=device, autocast=autocast, seed=args.seed,
+                      path=args.profile)
     return 0
 
 

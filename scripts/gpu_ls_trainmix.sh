@@ -9,7 +9,7 @@
 #                reached in its SECONDS), with the clock only as a safety net at twice SECONDS.
 # Usage: TRANSLATE_DATA=/path/to/shared/data OUT=results_dir MODE=train bash scripts/gpu_ls_trainmix.sh [seconds]
 #   v3:  PARALLEL=1 MODE=train ... 440, then MODE=eval
-#   v4:  CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=train_eval ... 340,
+#   v4:  CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=train_eval ... 280,
 #        then the same with EPS=0.0 STEPS=<the step the first arm reached>
 set -euo pipefail
 SECONDS_BUDGET=${1:-400}
@@ -22,15 +22,12 @@ RUNS=${RUNS:-/tmp/runs}
 OUT=${OUT:-results/trainmix}
 mkdir -p "$OUT" "$RUNS"
 
-checkpoint_field() {  # checkpoint_field <file> <TrainState field>
-  python3 -c "import torch,sys; print(torch.load(sys.argv[1], weights_only=True)['state'][sys.argv[2]])" "$1" "$2"
-}
-
 train_arm() {  # train_arm <epsilon>
   local eps=$1 flag=--overwrite budget=$SECONDS_BUDGET limits=()
   if [ "$MODE" = resume ]; then
     flag=--resume  # max_time counts training seconds of the whole run: a resumed run adds SECONDS_BUDGET
-    budget=$(python3 -c "print(int($(checkpoint_field "$RUNS/ls$eps/checkpoint_last.pt" train_seconds)) + $SECONDS_BUDGET)")
+    budget=$(python3 -c "import torch,sys; s=torch.load(sys.argv[1], weights_only=True)['state']['train_seconds']; print(int(s) + int(sys.argv[2]))" \
+      "$RUNS/ls$eps/checkpoint_last.pt" "$SECONDS_BUDGET")
   fi
   limits=(--set "train.max_time=$budget")
   [ -n "$STEPS" ] && limits=(--set "train.max_steps=$STEPS" --set "train.max_time=$((2 * budget))")
@@ -52,10 +49,11 @@ eval_arm() {  # eval_arm <epsilon>
 
 if [ "$MODE" != eval ]; then
   python3 -m translate prepare --config "$CONFIG" > "$OUT/prepare.log"
+  pids=()
   for eps in $EPS; do
-    if [ "$PARALLEL" = 1 ]; then train_arm "$eps" & else train_arm "$eps"; fi
+    if [ "$PARALLEL" = 1 ]; then train_arm "$eps" & pids+=($!); else train_arm "$eps"; fi
   done
-  wait
+  for pid in "${pids[@]}"; do wait "$pid"; done  # a failed arm fails the script
   for eps in $EPS; do tail -n 2 "$OUT/train_ls$eps.log"; done
 fi
 if [ "$MODE" = eval ] || [ "$MODE" = train_eval ]; then

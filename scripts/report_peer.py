@@ -26,6 +26,8 @@ class System:
     valid: list[dict]        # kind == "valid" records (dev NLL per target token)
     test: dict               # newstest2014 scores: bleu, chrf, length_ratio, sentences_per_second
     eval_seconds: float | None = None  # validation time inside the loop, where the system reports it
+    eval_every: int | None = None      # translate: train.eval_every
+    dev_bleu_sentences: int | None = None  # translate: eval.dev_bleu_sentences
 
     @property
     def best(self) -> dict:
@@ -35,7 +37,9 @@ class System:
 def our_system(run: Run) -> System:
     norm = "pre-norm" if run.config("model.norm_first") == "true" else "post-norm"
     return System(f"translate, ε = {run.eps}", run.eps, norm, log_parameters(run.log), run.steps,
-                  float(run.config("train.max_time")), run.train, run.valid, run.evals["best"])
+                  float(run.config("train.max_time")), run.train, run.valid, run.evals["best"],
+                  eval_every=int(run.config("train.eval_every")),
+                  dev_bleu_sentences=int(run.config("eval.dev_bleu_sentences")))
 
 
 def peer_system(peer: Peer) -> System:
@@ -238,11 +242,12 @@ def equal_time_headline(group: list[System], same_steps: System) -> str:
     step_ratio = ours.steps / peer.steps
     return (
         f"**Newstest headline (run v4: each system alone on the GPU).** In {fmt(ours.budget_s, 0)} s of training "
-        f"loop each, translate's Transformer-base ({ours.norm}, HF initialisation, ε = {ours.eps}) reached test BLEU "
-        f"{ours.test['bleu']:.2f} (chrF {ours.test['chrf']:.2f}) in {ours.steps} steps, and the Hugging Face "
-        f"MarianMTModel peer ({peer.norm}, ε = {peer.eps}) {peer.test['bleu']:.2f} (chrF {peer.test['chrf']:.2f}) "
-        f"in {peer.steps}: {bleu_gap:+.2f} BLEU for translate at equal GPU time, with {step_ratio:.2f}× the peer's "
-        f"steps. The two learned alike per step (dev NLL at equal steps, translate vs peer: {nll_trace(group)}), "
+        f"loop each, translate's Transformer-base ({ours.norm}, HF initialisation, ε = {ours.eps}) trained "
+        f"{ours.steps} steps and the Hugging Face MarianMTModel peer ({peer.norm}, ε = {peer.eps}) {peer.steps}. "
+        f"Their best checkpoints (lowest dev NLL: step {ours.best['step']} and step {peer.best['step']}) score "
+        f"test BLEU {ours.test['bleu']:.2f} (chrF {ours.test['chrf']:.2f}) and {peer.test['bleu']:.2f} "
+        f"(chrF {peer.test['chrf']:.2f}): {bleu_gap:+.2f} BLEU for translate at equal GPU time, with "
+        f"{step_ratio:.2f}× the peer's steps. The two learned alike per step (dev NLL at equal steps, translate vs peer: {nll_trace(group)}), "
         f"and in these real training loops they also ran at about the same speed (median "
         f"{fmt_int(median_tokens_per_s(ours.train))} vs {fmt_int(median_tokens_per_s(peer.train))} target "
         f"tokens/s), unlike the isolated benchmark: see the reading below and docs/PERFORMANCE.md. translate with "
@@ -265,7 +270,8 @@ def equal_time_bullet(group: list[System], same_steps: System, bench: Bench) -> 
         f"tokens/s, {alone / alone_peer:.2f}×, 60 batches, no attention or activation dropout) did not carry "
         f"over to these loops: the medians of the logged intervals were {fmt_int(median_tokens_per_s(ours.train))} "
         f"vs {fmt_int(median_tokens_per_s(peer.train))}. translate's loop also spends time in its validations "
-        f"(dev NLL and greedy dev BLEU on {ours.valid[0]['tokens']:,} dev target tokens every 500 steps); the "
+        f"(dev NLL over {ours.valid[0]['tokens']:,} dev target tokens and greedy dev BLEU on the first "
+        f"{ours.dev_bleu_sentences} dev sentences, every {ours.eval_every} steps); the "
         f"peer validates dev NLL only ({peer_eval_seconds(peer)} s of its loop). The step "
         f"counts say the rest: {ours.steps} vs {peer.steps}. Where the time goes is in docs/PERFORMANCE.md."
         + end_of_run_note(ours, same_steps, peer))

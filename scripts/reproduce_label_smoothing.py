@@ -38,7 +38,7 @@ V3_COMMANDS = """\
 export TRANSLATE_DATA=$PWD/.data
 python3 -m translate prepare --config configs/trainmix_base.yaml
 python3 scripts/peer_marian.py --config configs/trainmix_base.yaml --max-time {budget} --output $W/peer_marian.json --hyp $W/hyp_peer_marian.txt --metrics $W/metrics_peer_marian.jsonl &   # concurrently with:
-OUT=$W RUNS=/tmp/runs MODE=train bash scripts/gpu_ls_trainmix.sh {budget}
+PARALLEL=1 OUT=$W RUNS=/tmp/runs MODE=train bash scripts/gpu_ls_trainmix.sh {budget}
 OUT=$W RUNS=/tmp/runs MODE=eval bash scripts/gpu_ls_trainmix.sh     # afterwards: best + average of last 3 numbered checkpoints, beam 4 α 0.6, calibration"""
 # How the v4 folder was produced: three calls on one machine, one after another, each alone on the GPU.
 V4_COMMANDS = """\
@@ -206,8 +206,9 @@ def plot_figures(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[st
                     [r.calibs["best"]["bins"] for r in group], eps) for eps, group in by_eps(m30k).items()]
     names.append(plot_reliability(plt, m30k_curves, out / "m30k_reliability.png",
                                   "Multi30k dev reliability, 3 seeds pooled, 15 bins"))
-    for version, runs in newstest.items():
-        if all("bins" in r.calibs.get("best", {}) for r in runs):
+    for version in ("v3", "v4"):  # the versions whose sections show a reliability diagram
+        runs = newstest.get(version, [])
+        if runs and all("bins" in r.calibs.get("best", {}) for r in runs):
             curves = [(f"ε = {r.eps}, best checkpoint (ECE {r.calibs['best']['ece']:.3f})",
                        [r.calibs["best"]["bins"]], r.eps) for r in arms(runs)]
             names.append(plot_reliability(plt, curves, out / f"trainmix_{version}_reliability.png",
@@ -379,8 +380,9 @@ def throughput(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str,
     for name, procs, trains, runs in tracks:
         per_run = [median_tokens_per_s(t) for t in trains]
         peak = fmt(max(r.train[-1]["peak_gpu_gb"] for r in runs), 1) if runs else "not logged"
+        together = fmt_int(sum(per_run)) if procs != processes["v4"] else DASH  # v4's runs did not overlap
         rows.append([f"{name} ({len(trains)} run{'s' * (len(trains) > 1)})", procs,
-                     fmt_int(statistics.fmean(per_run)), fmt_int(sum(per_run)), peak])
+                     fmt_int(statistics.fmean(per_run)), together, peak])
     v3_total = sum(median_tokens_per_s(r.train) for r in newstest["v3"]) + median_tokens_per_s(peers["v3"].train)
     decode_head = ["model", "checkpoint", "ε", "sentences/s", "length ratio", "test BLEU"]
     decode = [[f"trainmix {v}", c, f"{r.eps}", fmt(r.evals[c]["sentences_per_second"], 1),
@@ -404,9 +406,10 @@ def throughput(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str,
         "",
         markdown_table(decode_head, decode),
         "",
-        f"{speed_note(newstest)} The peer decoded with HF `generate` right after its training, while our "
-        "runs may still have been finishing their last validation; ours decoded in the later eval step: "
-        "not a like-for-like speed comparison (`results/bench/decode_a.md` has one at forced length). "
+        f"{speed_note(newstest)} In v3 the peer decoded with HF `generate` right after its training, while "
+        "our runs may still have been finishing their last validation; in v4 each system decoded alone. "
+        "Different search code and output lengths either way: not a like-for-like speed comparison "
+        "(`results/bench/decode_a.md` has one at forced length). "
         f"The smoke model's outputs are {smoke.test['length_ratio']:.2f}× the reference length. "
         f"Multi30k test2016 decoding measured {min(m30k_decode):.0f}–{max(m30k_decode):.0f} sentences/s "
         f"with all {2 * len(m30k)} evaluation and calibration processes launched at once by "
@@ -603,7 +606,7 @@ def earlier_section(v1: list[Run], v2: list[Run], m30k_runs: int, seconds: dict[
         newstest_table(v1),
         "",
         f"**v2**: {' / '.join(str(r.steps) for r in arms(v2))} steps (ε = 0.1 / 0), {seconds['v2']} s each, sharing the GPU "
-        f"with the {m30k_runs} Multi30k runs; `OUT=results/trainmix_v2 MODE=train bash scripts/gpu_ls_trainmix.sh "
+        f"with the {m30k_runs} Multi30k runs; `PARALLEL=1 OUT=results/trainmix_v2 MODE=train bash scripts/gpu_ls_trainmix.sh "
         f"{seconds['v2']}`, then `MODE=eval` (averaging the {len(averaged_steps(v2[0]))} checkpoints that "
         "existed). " + average_caveat(v2) + " The best checkpoints' outputs are short (length ratio " +
         " / ".join(fmt(r.evals["best"]["length_ratio"], 3) for r in arms(v2)) + "), the averages' long.",

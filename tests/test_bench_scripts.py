@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,17 @@ def test_bench_train_tiny_cpu(tmp_path):
     profile = (tmp_path / "profile.txt").read_text()  # the first system's 2 timed steps, profiled afterwards
     assert profile.startswith("2 steps; sorted by cpu_time_total") and "aten::mm" in profile
     assert "_LinearSmoothedCrossEntropy" in profile  # translate's fused loss, not a peer's
+
+
+def test_warm_up_covers_every_shape_class_compiled_graphs_specialise_on():
+    def batch(S, T):
+        return bench_train.collate([np.arange(4, 4 + S - 1)], [np.arange(4, 4 + T - 1)])  # + EOS / BOS
+
+    warmup = [batch(9, 9), batch(10, 11)]           # (S % 8, T % 8, S == T): (no, no, yes), (no, no, no)
+    spare = [batch(17, 12), batch(16, 16), batch(24, 24), batch(8, 13), batch(16, 8)]
+    covered = bench_train.cover_shape_classes(warmup, spare)
+    assert [(b.src.shape[1], b.tgt_in.shape[1]) for b in covered] == [(9, 9), (10, 11), (16, 16), (8, 13), (16, 8)]
+    assert len({bench_train.shape_class(b) for b in covered}) == len(covered)   # one per class, none twice
 
 
 def test_bench_train_records_a_failing_system(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """prepare: cleaning counts, tokenizer ids, the content-keyed cache; token-budget batching."""
 
 import errno
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from translate.data import TokenizedCorpus, prepare, target_unigram_entropy
 from translate.errors import UserError
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
-from conftest import PAIRS, tiny_config, write_corpus
+from conftest import PAIRS, REPO, tiny_config, write_corpus
+
+sys.path.insert(0, str(REPO / "scripts"))
+import bench_collate  # noqa: E402  (the per-sentence reference implementation)
 
 
 def files_config(tmp_path, pairs=PAIRS, **data):
@@ -166,17 +170,26 @@ def corpus_of(src: list[np.ndarray], tgt: list[np.ndarray]) -> TokenizedCorpus:
     return TokenizedCorpus(*flat(src), *flat(tgt))
 
 
-def test_collate_corpus_equals_collate_of_the_sentences():
+@pytest.mark.parametrize("token_dtype", [np.int32, np.uint16])
+def test_collate_corpus_equals_the_per_sentence_reference(tmp_path, token_dtype):
+    """Against the per-sentence loop it replaced (scripts/bench_collate.py), over memory-mapped token
+    arrays of the dtypes `prepare` writes, for single, shuffled, duplicate and all indices."""
     rng = np.random.default_rng(1)
-    src = [rng.integers(4, 50, rng.integers(1, 30)) for _ in range(200)]
-    tgt = [rng.integers(4, 50, rng.integers(1, 30)) for _ in range(200)]
+    src = [rng.integers(4, 32000, rng.integers(1, 30)) for _ in range(200)]
+    tgt = [rng.integers(4, 32000, rng.integers(1, 30)) for _ in range(200)]
     corpus = corpus_of(src, tgt)
-    for idx in (np.array([7]), rng.permutation(200)[:37], np.arange(200), np.array([3, 3, 150])):
-        got, want = collate_corpus(corpus, idx), collate([src[i] for i in idx], [tgt[i] for i in idx])
+    np.save(tmp_path / "src.npy", corpus.src_tokens.astype(token_dtype))
+    np.save(tmp_path / "tgt.npy", corpus.tgt_tokens.astype(token_dtype))
+    corpus = TokenizedCorpus(np.load(tmp_path / "src.npy", mmap_mode="r"), corpus.src_offsets,
+                             np.load(tmp_path / "tgt.npy", mmap_mode="r"), corpus.tgt_offsets)
+    for idx in (np.array([7]), rng.permutation(200)[:37], np.arange(200), [3, 3, 150]):
+        got = collate_corpus(corpus, idx)
+        want = bench_collate.per_sentence_collate([src[i] for i in idx], [tgt[i] for i in idx])
         for name in ("src", "tgt_in", "tgt_out", "target_index", "targets"):
             assert torch.equal(getattr(got, name), getattr(want, name)), name
             assert getattr(got, name).dtype == torch.int64
-        assert got.n_tgt_tokens == want.n_tgt_tokens == sum(len(tgt[i]) + 1 for i in idx)
+        assert got.n_tgt_tokens == want.n_tgt_tokens and type(got.n_tgt_tokens) is int
+        assert torch.equal(collate([src[i] for i in idx], [tgt[i] for i in idx]).tgt_out, want.tgt_out)
 
 
 @pytest.mark.parametrize("rank,world_size", [(0, 1), (1, 2)])

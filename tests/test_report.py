@@ -188,6 +188,7 @@ train:
   seed: 1
   max_time: 440.0
   max_tokens: 25000
+  eval_every: 500
   save_every: 500
   keep_last: 5
 eval:
@@ -361,12 +362,14 @@ def test_equal_time_headline_and_reading(track):
     eps0, eps01 = (peer_report.our_system(r) for r in runs)
     group = [eps01, peer_report.peer_system(peer)]
     head = peer_report.equal_time_headline(group, eps0)
-    assert "test BLEU 6.00 (chrF 30.00) in 1554 steps" in head and "8.08 (chrF 34.60) in 1473" in head
+    assert "trained 1554 steps and the Hugging Face MarianMTModel peer (post-norm, ε = 0.1) 1473" in head
+    assert "(lowest dev NLL: step 1554 and step 1473) score test BLEU 6.00 (chrF 30.00) and 8.08 (chrF 34.60)" in head
     assert "-2.08 BLEU for translate at equal GPU time, with 1.05× the peer's steps" in head
     assert "500: 6.600 vs 6.300; 1000: 5.500 vs 4.960" in head
     assert "median 80,000 vs 70,000 target tokens/s" in head and "ε = 0.0, trained for the same 1553" in head
     bullet = peer_report.equal_time_bullet(group, eps0, BENCH)
     assert "the peer ahead (one seed each; -2.08 BLEU)" in bullet and "2.60×" in bullet
+    assert "greedy dev BLEU on the first 500 dev sentences, every 500 steps" in bullet
     assert "end-of-run validation" not in bullet                    # here the last validation is the best
     assert "still falling fast (5.50 → 4.39 from step 1000 to 1554)" in bullet
     # An end-of-run validation worse than the periodic best in both arms is said, with the steps.

@@ -164,14 +164,14 @@ class BatchStream:
     """One rank's collated batches of every epoch, addressed by (epoch, position).
 
     The batch after the one just handed out is collated (and pinned, for asynchronous copies to
-    the GPU) in a background thread while the device computes, so the Python padding loop is off
-    the training step's critical path. What a (epoch, position) holds is a pure function of
+    the GPU) in a background thread while the device computes, off the training step's critical
+    path; `collate_corpus` keeps the GIL that thread holds short. What a (epoch, position) holds is a pure function of
     (seed, epoch, rank, world size): prefetching changes nothing in what is trained on.
     """
 
     def __init__(self, corpus, *, max_tokens: int, seed: int, rank: int = 0, world_size: int = 1,
                  pin_memory: bool = False):
-        self.corpus = corpus  # src_lengths, tgt_lengths, src(i), tgt(i), as data.TokenizedCorpus
+        self.corpus = corpus  # a data.TokenizedCorpus (flat token arrays and offsets)
         self.max_tokens, self.seed, self.rank, self.world_size = max_tokens, seed, rank, world_size
         self.pin_memory = pin_memory
         self._epochs: dict[int, list[np.ndarray]] = {}

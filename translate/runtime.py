@@ -64,15 +64,21 @@ def setup_distributed(cfg: Config) -> Distributed:
 
 
 def compile_for_varying_shapes(module: torch.nn.Module, **compile_options) -> torch.nn.Module:
-    """torch.compile(dynamic=True) that really compiles once for every batch shape.
+    """torch.compile(dynamic=True) with source and target lengths kept independent.
 
-    Dynamo's "duck sizing" gives dimensions of equal size the same symbol. Token-bucketed batches
-    often have equally long source and target sides, so the first graph assumed S == T and the first
-    batch where they differ recompiled the whole model and its backward: a minute on 2 CPU cores,
-    and what made compiled training 19x slower than eager in the 50-step benchmark
-    (docs/PERFORMANCE.md). With duck sizing off, S and T are separate symbols from the start.
+    Dynamo's "duck sizing" gives dimensions of equal size one symbol. Token-bucketed batches often
+    have equally long source and target sides, so a first graph traced on such a batch assumed
+    S == T, and the first batch where they differ recompiled the whole model and its backward
+    (23 s on 2 CPU cores for a tiny model, results/cpu/compile_recompile_duck_on.log). With duck sizing off,
+    S and T are separate symbols from the start. Other specialisations remain: size 1, and on the
+    GPU Inductor's guards on a length being a multiple of 8 (the one recompilation seen on the H100,
+    results/bench/compile_diag.log), so a few graphs per process are still expected; each is a
+    one-time cost that a long run amortises (docs/PERFORMANCE.md).
+
+    Turning duck sizing off is process-wide (a torch.fx setting, private API) and stays off for every
+    later torch.compile in the process.
     """
-    import torch.fx.experimental._config as fx_config  # process-wide; only affects symbolic tracing
+    import torch.fx.experimental._config as fx_config
     fx_config.use_duck_shape = False
     return torch.compile(module, dynamic=True, **compile_options)
 
