@@ -43,6 +43,7 @@ from translate.evaluate import (DecodeOptions, encode_sources, load_for_inferenc
                                 translate_sentences)
 from translate.model import Transformer  # noqa: E402
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer  # noqa: E402
+from peer_marian import max_new_tokens  # noqa: E402  (the peer's generate limit, the same rule)
 
 TINY_DIMS = dict(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1, n_decoder_layers=1)
 
@@ -101,15 +102,22 @@ def source_ids(tokenizer: Tokenizer, sentences: list[str], max_positions: int) -
     return encode_sources(tokenizer, sentences, max_source=max_positions - 1)
 
 
-def run_translate(model, tokenizer, sentences, *, options: DecodeOptions, device, forced: bool):
-    """Translate all sentences; returns the number of generated tokens (EOS included) of the outputs."""
+def run_translate(model, tokenizer, sentences, *, options: DecodeOptions, device, forced: bool) -> list[str]:
+    """Translate all sentences (the timed work)."""
     wrapped = ForcedLength(model, max_len_a=options.max_len_a, max_len_b=options.max_len_b) if forced else model
-    outputs = translate_sentences(wrapped, tokenizer, sentences, options=options, device=device)
-    if forced:  # every non-empty sentence produced exactly its limit + EOS
-        ids = source_ids(tokenizer, sentences, model.cfg.max_positions)
-        return sum(output_limit(len(s) + 1, max_len_a=options.max_len_a, max_len_b=options.max_len_b,
-                                max_output_len=model.cfg.max_positions - 1) + 1 for s in ids if s)
-    return sum(len(t) + 1 for t in tokenizer.encode(outputs))  # re-tokenized: approximate
+    return translate_sentences(wrapped, tokenizer, sentences, options=options, device=device)
+
+
+def forced_tokens(tokenizer, sentences, *, options: DecodeOptions, max_positions: int) -> int:
+    """Tokens a forced run generates (EOS included): every non-empty sentence its limit + EOS."""
+    ids = source_ids(tokenizer, sentences, max_positions)
+    return sum(output_limit(len(s) + 1, max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+                            max_output_len=max_positions - 1) + 1 for s in ids if s)
+
+
+def output_tokens(tokenizer, outputs: list[str]) -> int:
+    """Tokens of natural outputs (EOS included), re-tokenized: approximate."""
+    return sum(len(t) + 1 for t in tokenizer.encode(outputs))
 
 
 def run_hf(hf_model, tokenizer, sentences, *, options: DecodeOptions, device, max_positions: int):
@@ -118,9 +126,8 @@ def run_hf(hf_model, tokenizer, sentences, *, options: DecodeOptions, device, ma
     outputs, generated = [""] * len(sentences), 0
     for batch, src in source_batches(ids, batch_tokens=options.batch_tokens):
         src = src.to(device)  # (B, S)
-        src_len = (src != PAD_ID).sum(1)
-        n_new = output_limit(int(src_len.max()), max_len_a=options.max_len_a, max_len_b=options.max_len_b,
-                             max_output_len=max_positions - 1) + 1
+        n_new = max_new_tokens(src, max_len_a=options.max_len_a, max_len_b=options.max_len_b,
+                               max_positions=max_positions)
         with torch.no_grad():
             out = hf_model.generate(input_ids=src, attention_mask=src != PAD_ID, num_beams=options.beam,
                                     do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new,
@@ -133,11 +140,14 @@ def run_hf(hf_model, tokenizer, sentences, *, options: DecodeOptions, device, ma
     return generated
 
 
-def measure(name: str, run, sentences, warmup: list[str], device) -> dict:
+def measure(name: str, run, count, sentences, warmup: list[str], device) -> dict:
+    """Time run(sentences) after an untimed run(warmup); count(sentences, result) gives the generated
+    tokens, after the timing."""
     common.reset_memory(device)
     run(warmup)
     with common.Timer(device) as timer:
-        tokens = run(sentences)
+        result = run(sentences)
+    tokens = count(sentences, result)
     return {"system": name, "sentences": len(sentences), "seconds": round(timer.seconds, 3),
             "sentences_per_s": len(sentences) / timer.seconds, "generated_tokens": tokens,
             "tokens_per_s": tokens / timer.seconds, "peak_memory_gb": common.peak_memory_gb(device), "error": None}
@@ -192,20 +202,23 @@ def main(argv=None) -> int:
         options = DecodeOptions(beam=beam, lenpen=args.lenpen if beam > 1 else 0.0, max_len_a=1.0,
                                 max_len_b=max_len_b, batch_tokens=args.batch_tokens)
         search = f"beam{beam}" if beam > 1 else "greedy"
-        candidates = []
+        candidates = []  # (name, run(sentences), count(sentences, what run returned))
         if "translate" in systems:
             candidates.append((f"translate_{search}_forced", lambda s, o=options: run_translate(
-                model, tokenizer, s, options=o, device=device, forced=True)))
+                model, tokenizer, s, options=o, device=device, forced=True),
+                lambda s, _, o=options: forced_tokens(tokenizer, s, options=o, max_positions=model.cfg.max_positions)))
         if "hf" in systems:
             candidates.append((f"hf_{search}_forced", hf_runner(dims, model.cfg.max_positions, tokenizer,
-                                                                options=options, device=device, dtype=dtype)))
+                                                                options=options, device=device, dtype=dtype),
+                               lambda _, generated: generated))
         if "translate" in systems and beam == args.beam:
             candidates.append((f"translate_{search}_natural", lambda s, o=options: run_translate(
-                model, tokenizer, s, options=o, device=device, forced=False)))
-        for name, run in candidates:
+                model, tokenizer, s, options=o, device=device, forced=False),
+                lambda _, outputs: output_tokens(tokenizer, outputs)))
+        for name, run, count in candidates:
             print(f"[bench_decode] {name} ...", file=sys.stderr, flush=True)
             try:
-                rows.append(measure(name, run, sentences, warmup, device))
+                rows.append(measure(name, run, count, sentences, warmup, device))
             except Exception as error:  # a failing peer must not stop the others
                 traceback.print_exc()
                 rows.append({"system": name, "error": common.error_text(error)})

@@ -50,6 +50,7 @@ from translate.model import Transformer, sinusoidal_positions  # noqa: E402
 from translate.runtime import compile_for_varying_shapes  # noqa: E402
 from translate.tokenizer import EOS_ID, PAD_ID  # noqa: E402
 from translate.train import _build_optimizer, batch_loss  # noqa: E402
+from peer_marian import forward_logits  # noqa: E402  (the peer's own forward: no decoder padding mask)
 
 SYSTEMS = ["translate", "translate_compiled", "hf_marian", "hf_marian_compiled", "nn_transformer",
            "nn_transformer_compiled", "translate_unfused"]
@@ -59,6 +60,7 @@ TINY = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layer
             max_tokens=600, steps=3, warmup=1, matmul_n=256)
 DROPOUT, LABEL_SMOOTHING, LR, BETAS, EPS, CLIP = 0.1, 0.1, 7e-4, (0.9, 0.98), 1e-9, 1.0
 MAX_POSITIONS = 1024
+OPTIM = OptimConfig(lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0, clip_norm=CLIP)  # every system's AdamW
 SPARE_SYNTHETIC = 40  # untimed synthetic batches beyond --warmup + --steps, for cover_shape_classes
 
 
@@ -137,7 +139,7 @@ def translate_system(dims: dict, device: torch.device, autocast, *, compile_mode
                             n_encoder_layers=dims["n_encoder_layers"], n_decoder_layers=dims["n_decoder_layers"],
                             dropout=DROPOUT, attention_dropout=0.0, activation_dropout=0.0, norm_first=False,
                             share_embeddings=True, max_positions=MAX_POSITIONS)
-    cfg = Config(model=model_cfg, optim=OptimConfig(lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0, clip_norm=CLIP))
+    cfg = Config(model=model_cfg, optim=OPTIM)
     model = Transformer(cfg.model, vocab_size=dims["vocab_size"], pad_id=PAD_ID).to(device).train()
     optimizer = _build_optimizer(model, cfg, device)
     train_model = compile_for_varying_shapes(model) if compile_model else model
@@ -180,8 +182,8 @@ def _peer_step(model, forward, optimizer, device, autocast, vocab_size):
 
 
 def _adam(model, device):
-    return torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0,
-                             fused=device.type == "cuda")
+    """translate's AdamW (train._build_optimizer: fused on CUDA) with the benchmark's settings."""
+    return _build_optimizer(model, Config(optim=OPTIM), device)
 
 
 def hf_marian_system(dims: dict, device: torch.device, autocast, *, compile_model: bool):
@@ -189,13 +191,8 @@ def hf_marian_system(dims: dict, device: torch.device, autocast, *, compile_mode
     model = MarianMTModel(common.marian_config(dims, dropout=DROPOUT, max_positions=MAX_POSITIONS)).to(device).train()
     optimizer = _adam(model, device)
     train_model = compile_for_varying_shapes(model) if compile_model else model
-
-    def forward(batch: Batch) -> torch.Tensor:
-        # No decoder padding mask: padding is at the end, so the causal mask alone is right (as in translate).
-        return train_model(input_ids=batch.src, attention_mask=batch.src != PAD_ID,
-                           decoder_input_ids=batch.tgt_in, use_cache=False).logits
-
-    return model, _peer_step(model, forward, optimizer, device, autocast, dims["vocab_size"])
+    return model, _peer_step(model, lambda b: forward_logits(train_model, b), optimizer, device, autocast,
+                             dims["vocab_size"])
 
 
 class TorchTransformer(nn.Module):
@@ -249,9 +246,16 @@ def build(system: str, dims: dict, device, autocast, seed: int):
     return BUILDERS[base](dims, device, autocast, compile_model=compiled)
 
 
-def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], *, device, autocast,
+def timed_work(timed: list[Batch], dims: dict) -> dict:
+    """Target and source tokens (non-pad) and model FLOPs of the timed batches: the same for every system."""
+    return {"tgt": sum(b.n_tgt_tokens for b in timed), "src": sum(int((b.src != PAD_ID).sum()) for b in timed),
+            "flops": sum(batch_flops(b, dims) for b in timed)}
+
+
+def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], work: dict, *, device, autocast,
             peak_flops: float, seed: int) -> dict:
-    """One untimed optimizer step per batch of `warmup`, then one timed step per batch of `timed`."""
+    """One untimed optimizer step per batch of `warmup`, then one timed step per batch of `timed`
+    (whose tokens and FLOPs are `work`, from `timed_work`)."""
     common.reset_memory(device)
     model, step = build(system, dims, device, autocast, seed)
     with common.Timer(device) as warm:
@@ -262,9 +266,7 @@ def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], *,
         for batch in timed:
             losses.append(step(batch))
     n_steps = len(timed)
-    tgt = sum(int((b.tgt_out != PAD_ID).sum()) for b in timed)
-    src = sum(int((b.src != PAD_ID).sum()) for b in timed)
-    flops = sum(batch_flops(b, dims) for b in timed)
+    tgt, src, flops = work["tgt"], work["src"], work["flops"]
     seconds = timer.seconds
     row = {
         "system": system,
@@ -384,6 +386,7 @@ def main(argv=None) -> int:
     notes.append(f"MFU denominator: measured {str(peak_dtype).removeprefix('torch.')} matmul "
                  f"{settings['matmul_n']}³ = {peak / 1e12:.1f} TFLOP/s")
 
+    work = timed_work(timed, dims)
     result = {
         "benchmark": "train",
         "environment": common.environment(device),
@@ -392,8 +395,8 @@ def main(argv=None) -> int:
                                 "seed": args.seed},
         "batches": {
             "timed": len(timed),
-            "tgt_tokens": sum(int((b.tgt_out != PAD_ID).sum()) for b in timed),
-            "src_tokens": sum(int((b.src != PAD_ID).sum()) for b in timed),
+            "tgt_tokens": work["tgt"],
+            "src_tokens": work["src"],
             "padded_tokens": sum(b.src.numel() + b.tgt_out.numel() for b in timed),
             "sentences": sum(b.src.shape[0] for b in timed),
         },
@@ -404,7 +407,7 @@ def main(argv=None) -> int:
     for system in systems:
         print(f"[bench_train] {system} ...", file=sys.stderr, flush=True)
         try:
-            row = measure(system, dims, warmup, timed, device=device, autocast=autocast, peak_flops=peak,
+            row = measure(system, dims, warmup, timed, work, device=device, autocast=autocast, peak_flops=peak,
                           seed=args.seed)
         except Exception as error:  # a failing peer (missing package, compile error) must not stop the others
             traceback.print_exc()

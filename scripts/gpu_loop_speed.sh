@@ -21,14 +21,16 @@ cp "$RUNS/translate/metrics.jsonl" "$OUT/metrics_translate.jsonl"
 python3 scripts/peer_marian.py --config "$CONFIG" --max-time "$SECONDS_BUDGET" --eval-every "$NEVER" \
   --output "$OUT/peer_marian.json" --hyp "$OUT/hyp_peer_marian.txt" --metrics "$OUT/metrics_peer_marian.jsonl" \
   > "$OUT/peer_marian.log" 2>&1
-python3 - "$OUT" "$SKIP" <<'PY' | tee "$OUT/loop_speed.txt"
-import json, statistics, sys
-out, skip = sys.argv[1], int(sys.argv[2])
+PYTHONPATH=scripts python3 - "$OUT" "$SKIP" <<'PY' | tee "$OUT/loop_speed.txt"
+import statistics, sys
+from pathlib import Path
+from report_common import read_jsonl, split_records
+out, skip = Path(sys.argv[1]), int(sys.argv[2])
 rates = {}
 for name in ("translate", "peer_marian"):
-    records = [json.loads(line) for line in open(f"{out}/metrics_{name}.jsonl") if line.strip()]
-    rates[name] = [r["tgt_tokens_per_s"] for r in records if r["kind"] == "train" and r["step"] > skip]
-    last = max(r["step"] for r in records if r["kind"] == "train")
+    train, _ = split_records(read_jsonl(out / f"metrics_{name}.jsonl"))
+    rates[name] = [r["tgt_tokens_per_s"] for r in train if r["step"] > skip]
+    last = train[-1]["step"]
     print(f"{name}: {last} steps logged; median target tokens/s after step {skip}: "
           f"{statistics.median(rates[name]):,.0f} over {len(rates[name])} intervals")
 print(f"translate / peer: {statistics.median(rates['translate']) / statistics.median(rates['peer_marian']):.2f}x")

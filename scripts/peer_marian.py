@@ -74,7 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_common as common  # noqa: E402
-from translate.batching import Batch, BatchStream, collate_corpus, make_batches  # noqa: E402
+from translate.batching import Batch, BatchStream, collate_corpus, teacher_forcing_batches  # noqa: E402
 from translate.beam import output_limit  # noqa: E402
 from translate.config import Config, OptimConfig, Precision, Schedule, config_to_dict, load_config  # noqa: E402
 from translate.data import TokenizedCorpus, prepare  # noqa: E402
@@ -158,12 +158,14 @@ def epoch_batches(corpus: TokenizedCorpus, *, max_tokens: int, seed: int, pin_me
 
 
 @torch.no_grad()
-def dev_nll(model, corpus: TokenizedCorpus, *, max_tokens: int, device: torch.device, autocast) -> tuple[float, int]:
-    """(NLL per non-pad target token, token count) under teacher forcing, dropout off."""
+def dev_nll(model, corpus: TokenizedCorpus, *, max_tokens: int, max_positions: int, device: torch.device,
+            autocast) -> tuple[float, int]:
+    """(NLL per non-pad target token, token count) under teacher forcing, dropout off, over the pairs
+    that fit, as translate's dev loss (`batching.teacher_forcing_batches`)."""
     model.eval()
     total, tokens = torch.zeros((), dtype=torch.float64, device=device), 0
-    for idx in make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=max_tokens, seed=0, epoch=0,
-                            shuffle=False):
+    for idx in teacher_forcing_batches(corpus.src_lengths, corpus.tgt_lengths, max_positions=max_positions,
+                                       max_tokens=max_tokens):
         batch = collate_corpus(corpus, idx).to(device)
         with autocast:
             logits = forward_logits(model, batch)
@@ -203,7 +205,8 @@ def train(model, data, cfg: Config, *, device, autocast, max_time: float, exclud
     def validate():
         nonlocal eval_seconds, best_state, last_eval_step
         start = time.perf_counter()
-        nll, tokens = dev_nll(model, data.valid, max_tokens=cfg.train.max_tokens, device=device, autocast=autocast)
+        nll, tokens = dev_nll(model, data.valid, max_tokens=cfg.train.max_tokens,
+                              max_positions=cfg.model.max_positions, device=device, autocast=autocast)
         if nll < best["nll"]:
             best.update(nll=nll, step=step)
             best_state = cpu_copy(model)
@@ -401,12 +404,10 @@ def run(args) -> int:
         model.load_state_dict(best_state)
     beam = args.beam or cfg.eval.beam
     batch_tokens = args.batch_tokens or cfg.eval.batch_tokens
-    common.synchronize(device)
-    start = time.perf_counter()
-    hypotheses = translate_sentences(model, tokenizer, sources, cfg=cfg, beam=beam, lenpen=args.lenpen,
-                                     batch_tokens=batch_tokens, device=device)
-    common.synchronize(device)
-    decode_seconds = time.perf_counter() - start
+    with common.Timer(device) as decoding:
+        hypotheses = translate_sentences(model, tokenizer, sources, cfg=cfg, beam=beam, lenpen=args.lenpen,
+                                         batch_tokens=batch_tokens, device=device)
+    decode_seconds = decoding.seconds
     args.hyp.parent.mkdir(parents=True, exist_ok=True)
     args.hyp.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     test = {"test_set": test_name, "sentences": len(sources), "beam": beam, "lenpen": args.lenpen,

@@ -103,7 +103,7 @@ def newstest_table(runs: list[Run]) -> str:
         for name in ("best", "avg"):
             calib, ev = run.calibs.get(name), run.evals[name]
             if name == "best":
-                record = next(r for r in run.valid if r["step"] == run.best_step)
+                record = best_record(run.valid)
                 nll, bleu, label = (calib or record)["nll"], record["bleu"], f"best (step {run.best_step})"
             else:
                 nll, bleu = (calib["nll"] if calib else None), None
@@ -523,7 +523,7 @@ def v3_section(v3: list[Run], peer: Peer, bench: Bench, v2: list[Run], fig: dict
     group = systems(v3, peer)
     first = v3[0]
     budget = first.config("train.max_time")
-    recipe = (f"{'pre' if first.config('model.norm_first') == 'true' else 'post'}-norm, dropout "
+    recipe = (f"{our_system(first).norm}, dropout "
               f"{first.config('model.dropout')}, lr {fmt_lr(float(first.config('optim.lr')))}, warm-up "
               f"{first.config('optim.warmup_steps')}, {int(first.config('train.max_tokens')):,}-token batches")
     peer_cfg = peer.summary["config"]
@@ -588,7 +588,7 @@ def v3_section(v3: list[Run], peer: Peer, bench: Bench, v2: list[Run], fig: dict
     ]
 
 
-def earlier_section(v1: list[Run], v2: list[Run], m30k_runs: int, seconds: dict[str, str], fig: dict[str, str]) -> list[str]:
+def earlier_section(v1: list[Run], v2: list[Run], m30k_runs: int, seconds: dict[str, str]) -> list[str]:
     same = min(identical_prefix(a.valid, next(b for b in v2 if b.eps == a.eps).valid) for a in v1)
     return [
         "### Earlier runs: v1 and v2",
@@ -654,7 +654,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Pee
         "",
         *v3_section(v3, peers["v3"], bench, v2, fig),
         "",
-        *earlier_section(v1, v2, len(m30k), seconds, fig),
+        *earlier_section(v1, v2, len(m30k), seconds),
         "",
         "## Reading",
         "",

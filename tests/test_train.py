@@ -1,6 +1,7 @@
 """The training loop end to end on the CPU: learning, exact resume, NaN guard, signals, checkpoints."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from translate.tokenizer import Tokenizer
 from translate.train import train
 
 from conftest import PAIRS, REPO, tiny_config, write_config, write_corpus, write_lines
+from faults import loss_fault
 
 
 def metrics(run_dir, kind="train"):
@@ -72,25 +74,10 @@ def test_resume_with_a_different_model_shape_names_the_field(tmp_path):
         train(config_from_dict(raw), resume=True)
 
 
-def _inject(monkeypatch, bad_calls: set[int], value=float("nan")):
-    """Make the loss non-finite on the given (0-based) training loss calls: a real NaN in the graph."""
-    real = train_module.linear_label_smoothed_cross_entropy
-    calls = {"n": 0}
-
-    def poisoned(hidden, weight, target, **kwargs):
-        if torch.is_grad_enabled():
-            if calls["n"] in bad_calls:
-                hidden = hidden * value  # the logits, linear in hidden, scale with it
-            calls["n"] += 1
-        return real(hidden, weight, target, **kwargs)
-
-    monkeypatch.setattr(train_module, "linear_label_smoothed_cross_entropy", poisoned)
-
-
-def test_nan_steps_are_skipped_counted_and_do_not_advance_the_schedule(tmp_path, monkeypatch):
-    _inject(monkeypatch, {3, 4, 10})
+def test_nan_steps_are_skipped_counted_and_do_not_advance_the_schedule(tmp_path):
     cfg = config_from_dict(tiny_config(tmp_path, train={"max_steps": 20, "log_every": 1, "eval_every": 100}))
-    assert train(cfg) == 0
+    with loss_fault({3: math.nan, 4: math.nan, 10: math.nan}):
+        assert train(cfg) == 0
     records = metrics(tmp_path / "run")
     skipped = metrics(tmp_path / "run", "skipped")
     assert [s["step"] for s in skipped] == [3, 3, 8]  # the step count does not move on a skipped step
@@ -104,11 +91,11 @@ def test_nan_steps_are_skipped_counted_and_do_not_advance_the_schedule(tmp_path,
     assert records[3]["lr"] == pytest.approx(lr_at(3, cfg.optim, d_model=cfg.model.d_model))
 
 
-def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_path, monkeypatch):
-    _inject(monkeypatch, set(range(5, 1000)), value=float("inf"))
+def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_path):
     cfg = config_from_dict(tiny_config(tmp_path, train={"max_steps": 50, "max_bad_steps": 4, "eval_every": 100}))
-    with pytest.raises(guards.TrainingStopped, match="4 consecutive steps with non-finite loss at step 5"):
-        train(cfg)
+    with loss_fault(dict.fromkeys(range(5, 1000), math.inf)):
+        with pytest.raises(guards.TrainingStopped, match="4 consecutive steps with non-finite loss at step 5"):
+            train(cfg)
     state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
     assert state["step"] == 5
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

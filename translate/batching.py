@@ -66,6 +66,17 @@ def within_length(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, limit: in
     return np.flatnonzero(np.maximum(src_lengths, tgt_lengths) + 1 <= limit)
 
 
+def teacher_forcing_batches(src_lengths: np.ndarray, tgt_lengths: np.ndarray, *, max_positions: int,
+                            max_tokens: int) -> list[np.ndarray]:
+    """Unshuffled batches (indices into the corpus) of the pairs teacher forcing can score: each
+    side, with EOS/BOS, within the position table and one batch. Longer pairs are left out, as
+    fairseq's --skip-invalid-size-inputs-valid-test does (a dev set is never filtered when prepared:
+    its cache is shared by runs with other limits)."""
+    kept = within_length(src_lengths, tgt_lengths, limit=min(max_positions, max_tokens))
+    return [kept[b] for b in make_batches(src_lengths[kept], tgt_lengths[kept], max_tokens=max_tokens, seed=0,
+                                          epoch=0, shuffle=False)]
+
+
 def pack_sorted(order: np.ndarray, sorted_padded: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """Cut the length-sorted `order` into consecutive runs that fit the budget.
 
@@ -165,8 +176,9 @@ class BatchStream:
 
     The batch after the one just handed out is collated (and pinned, for asynchronous copies to
     the GPU) in a background thread while the device computes, off the training step's critical
-    path; `collate_corpus` keeps the GIL that thread holds short. What a (epoch, position) holds is a pure function of
-    (seed, epoch, rank, world size): prefetching changes nothing in what is trained on.
+    path; `collate_corpus` keeps the GIL that thread holds short. What a (epoch, position) holds is
+    a pure function of (seed, epoch, rank, world size): prefetching changes nothing in what is
+    trained on.
     """
 
     def __init__(self, corpus, *, max_tokens: int, seed: int, rank: int = 0, world_size: int = 1,

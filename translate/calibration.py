@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from translate.batching import collate_corpus, make_batches, within_length
+from translate.batching import collate_corpus, teacher_forcing_batches
 from translate.data import TokenizedCorpus
 from translate.tokenizer import PAD_ID
 
@@ -66,11 +66,8 @@ def calibration(model, corpus: TokenizedCorpus, *, device: torch.device, max_tok
     """ECE, accuracy, mean confidence / entropy and NLL of `model` on `corpus` (teacher forcing)."""
     model.eval()
     stats = CalibrationStats(n_bins=n_bins)
-    # Pairs longer than the position table or one batch cannot be teacher-forced; left out (as in validation).
-    kept = within_length(corpus.src_lengths, corpus.tgt_lengths, limit=min(model.cfg.max_positions, max_tokens))
-    batches = [kept[b] for b in make_batches(corpus.src_lengths[kept], corpus.tgt_lengths[kept], max_tokens=max_tokens,
-                                             seed=0, epoch=0, shuffle=False)]
-    for idx in batches:
+    for idx in teacher_forcing_batches(corpus.src_lengths, corpus.tgt_lengths, max_positions=model.cfg.max_positions,
+                                       max_tokens=max_tokens):  # pairs that fit, as in validation
         batch = collate_corpus(corpus, idx).to(device)
         logits = model(batch.src, batch.tgt_in, batch.src == PAD_ID)  # (B, T, V)
         keep = batch.tgt_out != PAD_ID  # (B, T)

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from translate.batching import Batch, BatchStream, collate_corpus, make_batches, shard, within_length
+from translate.batching import Batch, BatchStream, collate_corpus, shard, teacher_forcing_batches
 from translate.checkpoint import copy_checkpoint, load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare, target_unigram_entropy
@@ -48,7 +48,7 @@ class TrainState:
     consecutive_bad: int = 0
     best: dict = field(default_factory=dict)  # {"nll": ..., "bleu": ..., "step": ...}
     best_train_nll: float = math.inf  # lowest training NLL of a log interval (divergence check)
-    rising_intervals: int = 0  # log intervals in a row whose NLL counted as diverging (see _divergence_sign)
+    rising_intervals: int = 0  # log intervals in a row whose NLL counted as diverging (see guards.divergence_sign)
     train_seconds: float = 0.0
 
 
@@ -228,24 +228,20 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
 # Validation, checkpoints, stopping
 
 
-def scorable_dev_pairs(corpus: TokenizedCorpus, cfg: Config) -> np.ndarray:
-    """Indices of the dev pairs that teacher forcing can score: each side, with EOS/BOS, within the
-    position table (model.max_positions) and one batch (train.max_tokens). The dev set is never
-    filtered when prepared (its cache is shared by runs with other limits), so longer pairs are left
-    out here, as fairseq's --skip-invalid-size-inputs-valid-test does; dev BLEU truncates them."""
-    return within_length(corpus.src_lengths, corpus.tgt_lengths,
-                         limit=min(cfg.model.max_positions, cfg.train.max_tokens))
+def dev_batches(corpus: TokenizedCorpus, cfg: Config) -> list[np.ndarray]:
+    """The dev loss's batches: the pairs that fit model.max_positions and train.max_tokens
+    (`batching.teacher_forcing_batches`); dev BLEU truncates the longer ones instead."""
+    return teacher_forcing_batches(corpus.src_lengths, corpus.tgt_lengths, max_positions=cfg.model.max_positions,
+                                   max_tokens=cfg.train.max_tokens)
 
 
 @torch.no_grad()
 def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Distributed, autocast) -> dict:
     """Teacher-forced dev loss, NLL, perplexity and token accuracy over all non-pad target tokens
-    of the pairs that fit (`scorable_dev_pairs`)."""
+    of the pairs that fit (`dev_batches`)."""
     was_training = model.training
     model.eval()
-    kept = scorable_dev_pairs(corpus, cfg)
-    batches = [kept[b] for b in make_batches(corpus.src_lengths[kept], corpus.tgt_lengths[kept],
-                                             max_tokens=cfg.train.max_tokens, seed=0, epoch=0, shuffle=False)]
+    batches = dev_batches(corpus, cfg)
     totals = torch.zeros(4, dtype=torch.float64, device=env.device)
     for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
         batch = collate_corpus(corpus, idx).to(env.device)
@@ -262,7 +258,7 @@ def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Dist
 def _report_long_dev_pairs(corpus: TokenizedCorpus, cfg: Config, log) -> None:
     """Say once, at startup, how many dev pairs the dev loss leaves out and how many dev BLEU sources
     are truncated (the cache holds the dev pairs in file order, as dev BLEU reads them)."""
-    left_out = len(corpus) - len(scorable_dev_pairs(corpus, cfg))
+    left_out = len(corpus) - sum(len(idx) for idx in dev_batches(corpus, cfg))
     if left_out:
         limit = min(cfg.model.max_positions, cfg.train.max_tokens) - 1
         what = (f"{left_out} of {len(corpus)} dev pairs have a side longer than {limit} tokens "
@@ -288,7 +284,7 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
     log.metrics(record)
     log.line("valid " + format_record(record))
     if state.rising_intervals:
-        # The training loss looks diverged (see _divergence_sign): keep the last checkpoint from
+        # The training loss looks diverged (see guards.divergence_sign): keep the last checkpoint from
         # before that rather than overwrite it with what may be garbage.
         log.line(f"step {state.step}: training NLL diverging ({state.rising_intervals} log intervals); "
                  "checkpoint_last.pt not overwritten")
