@@ -11,6 +11,8 @@
 #   v3:  PARALLEL=1 MODE=train ... 440, then MODE=eval
 #   v4:  CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=train_eval ... 280,
 #        then the same with EPS=0.0 STEPS=<the step the first arm reached>
+#   v5:  CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=train ... 480, then EPS=0.0 STEPS=<its step>,
+#        then EPS="0.1 0.0" MODE=eval
 set -euo pipefail
 SECONDS_BUDGET=${1:-400}
 MODE=${MODE:-train}

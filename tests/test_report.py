@@ -387,10 +387,44 @@ def test_eps_reading_single_seed(track):
     flipped = [common.Run(**{**r.__dict__, "evals": {"best": {**r.evals["best"], "bleu": 7.0 - r.eps * 10}}})
                for r in runs]
     text = report.eps_reading("v3", {"v1": flipped, "v3": runs}, m30k)
-    assert "test BLEU (best checkpoint) 6.00 vs 5.27" in text
-    assert "+0.73 (v3)" in text and "-1.00 (v1)" in text and "its sign changes" in text
-    assert "lower dev NLL in 2 of 2 versions" in text
-    assert "v3: 0.0600 → 0.0400" in text
+    assert "test BLEU 2.40 vs 2.11 for the averages (the same steps in both arms)" in text
+    assert "6.00 vs 5.27 for the best checkpoints (steps 1554 / 1553)" in text
+    assert "+0.73 (v3)" in text and "-1.00 (v1)" in text and "its sign changed from run to run" in text
+    assert "std over seeds was up to 0.01, against which the +0.29 of the averages is beyond noise" in text
+    assert "lower best dev NLL in 2 of 2 versions;" in text
+    assert "lowered the dev ECE of the best checkpoint in every version (v1: 0.0600 → 0.0400; v3: 0.0600 → 0.0400" in text
+    assert "Choosing the checkpoint by dev NLL" not in text       # neither arm overfit
+    overfit = with_eps0_overfitting(runs)
+    text = report.eps_reading("v3", {"v3": overfit}, m30k)
+    assert "lower best dev NLL in 0 of 1 versions, not in the longest (v3), where it overfit" in text
+    assert ("takes ε = 0's from step 1000, before it overfit, while its BLEU was still rising (greedy dev BLEU "
+            "1.80 there, 5.17 at the end)") in text
+
+
+def with_eps0_overfitting(runs):
+    """The track's arms with ε = 0's dev NLL lowest at step 1000 (4.50) and 4.70 at the end."""
+    eps0, eps01 = runs
+    valid = [dict(v) for v in eps0.valid]
+    valid[1]["nll"], valid[-1]["nll"] = 4.50, 4.70
+    return [common.Run(**{**eps0.__dict__, "valid": valid}), eps01]
+
+
+def test_eps_headline_and_overfitting(track):
+    runs, _ = track
+    head = report.eps_headline(runs)
+    assert "one seed, 1554 steps per arm" in head
+    assert ("test BLEU 2.40 vs 2.11 (+0.29) for the average of the checkpoints of steps 500, 1000, 1500 (the same "
+            "steps in both arms), and 6.00 vs 5.27 (+0.73) for the checkpoints of lowest dev NLL (steps 1554 / 1553)") in head
+    assert "Dev perplexity (best checkpoint) 80.6 vs 78.3: higher with smoothing, as in the paper" in head
+    assert not any(report.overfits(r) for r in runs)
+    overfit = with_eps0_overfitting(runs)
+    assert [report.overfits(r) for r in overfit] == [True, False]
+    head = report.eps_headline(overfit)
+    assert "80.6 vs 90.0: lower with smoothing, against the paper (newstest2013 PPL 4.67 → 4.92)" in head
+    assert "because ε = 0 overfits these 257k pairs: its dev NLL was lowest at step 1000 and rose after" in head
+    assert report.dev_nll_course(overfit[0]) == ("ε = 0.0: dev NLL lowest at step 1000 (4.500), 4.700 at the end, "
+                                                 "while the training-batch NLL (dropout on) went 4.00 → 3.67")
+    assert report.dev_nll_course(overfit[1]) == "ε = 0.1: dev NLL lowest at the end (4.390)"
 
 
 def test_average_caveat_and_speed_note(track):
@@ -398,9 +432,16 @@ def test_average_caveat_and_speed_note(track):
     caveat = report.average_caveat(runs)
     assert caveat.startswith("Averaging the checkpoints of steps 500, 1000, 1500 (training ended at 1554 / 1553) hurts")
     assert "dev NLL at step 500: 6.60 / 6.50, against 4.39 / 4.36 at the best" in caveat
+    near = [common.Run(**{**r.__dict__, "valid": [{**v, "nll": 4.45} if v["step"] == 500 else v for v in r.valid]})
+            for r in runs]
+    assert "far behind" not in report.average_caveat(near)         # within 0.1 nats of the best
     note = report.speed_note({"v3": runs})
-    assert note.startswith("In every arm the averaged checkpoint decoded slower than the best one")
-    assert "longer outputs." in note
+    assert note.startswith("The averaged checkpoint decoded slower than the best one in 2 of 2 arms and wrote "
+                           "longer outputs in 2; the two go together in every arm")
+    faster = [common.Run(**{**r.__dict__, "evals": {**r.evals, "avg": {**r.evals["avg"], "sentences_per_second": 999}}})
+              if r.eps == 0.0 else r for r in runs]
+    assert "in 1 of 2 arms and wrote longer outputs in 2; the two go together except in v3 ε = 0.0." in \
+        report.speed_note({"v3": faster})
 
 
 def test_newstest_table_has_both_checkpoints(track):
@@ -411,17 +452,18 @@ def test_newstest_table_has_both_checkpoints(track):
     assert rows[0].split(" | ")[7] == "6.00" and rows[0].split(" | ")[10] == "0.0400"
 
 
-@pytest.mark.skipif(not (REPO / "results" / "trainmix_v4" / "peer_marian.json").is_file(),
+@pytest.mark.skipif(not (REPO / "results" / "trainmix_v5" / "eval_avg_ls0.0.json").is_file(),
                     reason="needs the measured results/")
 def test_report_renders_from_real_results():
     results = REPO / "results"
     m30k = common.load_track(results / "multi30k")
-    newstest = {v: common.load_track(results / f"trainmix_{v}") for v in ("v1", "v2", "v3", "v4")}
+    newstest = {v: common.load_track(results / f"trainmix_{v}") for v in ("v1", "v2", "v3", "v4", "v5")}
     peers = {v: common.load_peer(results / f"trainmix_{v}") for v in ("v3", "v4")}
     bench = common.load_bench(results / report.BENCH_TRAIN)
     smoke = common.load_smoke(results / "smoke")
     figures = ["m30k_dev_nll.png", "m30k_dev_bleu.png", "m30k_reliability.png", "trainmix_dev_nll.png",
-               "trainmix_dev_bleu.png", "trainmix_v3_reliability.png", "trainmix_v4_reliability.png"]
+               "trainmix_dev_bleu.png", "trainmix_v3_reliability.png", "trainmix_v4_reliability.png",
+               "trainmix_v5_reliability.png"]
     text = report.render(m30k, newstest, peers, bench, smoke, "figures", figures)
     assert len(m30k) == 9 and "## Reading" in text and "nan" not in text
     assert "### Peer baseline at equal wall time (v3)" in text and "figures/trainmix_v3_reliability.png" in text
@@ -432,3 +474,5 @@ def test_report_renders_from_real_results():
     assert "### Peer baseline at equal GPU time (v4)" in text and "figures/trainmix_v4_reliability.png" in text
     assert "| HF MarianMTModel, ε = 0.1 | post-norm | 61,571,072 | 2057 | 280 |" in text
     assert "translate ε = 0 for the same 2028 steps" in text
+    assert "### v5 (the latest)" in text and "figures/trainmix_v5_reliability.png" in text
+    assert "then ε = 0 for the same 5137 steps" in text and "EPS=0.0 STEPS=5137" in text
