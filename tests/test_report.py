@@ -427,6 +427,22 @@ def test_eps_headline_and_overfitting(track):
     assert report.dev_nll_course(overfit[1]) == "ε = 0.1: dev NLL lowest at the end (4.390)"
 
 
+def test_recipe_section_compares_recipes_at_shared_steps(track):
+    runs, _ = track
+    better = [common.Run(**{**r.__dict__, "valid": [{**v, "nll": v["nll"] - 0.5, "bleu": v["bleu"] + 1}
+                                                    for v in r.valid]}) for r in runs]
+    smoke = common.Smoke(train=[], valid=[{"step": 300.0, "nll": 7.456}, {"step": 600.0, "nll": 7.414}], test={})
+    text = "\n".join(report.recipe_section({"v3": runs, "v5": better}, smoke))
+    lines = text.splitlines()
+    assert "dev NLL @ 500 | dev NLL @ 1000 | dev NLL @ 1554" in text       # the steps both runs validated
+    assert [line for line in lines if line.startswith("| pre-norm")] == [
+        "| pre-norm, fairseq init, dropout 0.3 | v3 | 6.600 | 5.500 | 4.390 | 0.40 | 1.80 | 5.90 | 5.90 (1554) |",
+        "| pre-norm, fairseq init, dropout 0.3 | v5 | 6.100 | 5.000 | 3.890 | 1.40 | 2.80 | 6.90 | 6.90 (1554) |"]
+    assert "dev NLL 7.46 / 7.41 at steps 300, 600" in text and "leads at every shared step" in text
+    assert "overfits" not in text
+    assert "does not lead at every step" in "\n".join(report.recipe_section({"v3": better, "v5": runs}, smoke))
+
+
 def test_average_caveat_and_speed_note(track):
     runs, _ = track
     caveat = report.average_caveat(runs)
@@ -476,3 +492,4 @@ def test_report_renders_from_real_results():
     assert "translate ε = 0 for the same 2028 steps" in text
     assert "### v5 (the latest)" in text and "figures/trainmix_v5_reliability.png" in text
     assert "then ε = 0 for the same 5137 steps" in text and "EPS=0.0 STEPS=5137" in text
+    assert "| post-norm, hf init, dropout 0.3 | v5 | 6.308 | 4.949 | 3.966 |" in text
