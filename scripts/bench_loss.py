@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--dim", type=int, default=512, help="d_model (D)")
     p.add_argument("--vocab", type=int, default=32_000, help="V")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--compiled", action="store_true", help="the per-chunk passes through torch.compile (train.compile)")
     args = p.parse_args(argv)
     device = common.resolve_device(args.device)
     compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -36,16 +37,17 @@ def main(argv=None) -> int:
     target = torch.randint(4, args.vocab, (args.rows,), generator=gen).to(device)
 
     def step():
-        sums = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, compute_dtype=compute_dtype)
+        sums = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, compute_dtype=compute_dtype,
+                                                   compiled=args.compiled)
         sums.loss.backward()
         return sums
 
-    step()  # warm-up
+    step()  # warm-up (compiles with --compiled)
     with common.Timer(device) as timer:
         for _ in range(args.repeats):
             sums = step()
     print(f"{device} ({common.environment(device)['device_name']}), N {args.rows}, D {args.dim}, V {args.vocab}, "
-          f"{str(compute_dtype).removeprefix('torch.')}: {1000 * timer.seconds / args.repeats:.1f} ms per forward + "
+          f"{str(compute_dtype).removeprefix('torch.')}{', compiled' if args.compiled else ''}: {1000 * timer.seconds / args.repeats:.1f} ms per forward + "
           f"backward (mean of {args.repeats}; loss {float(sums.loss.detach()):.1f})")
     return 0
 

@@ -147,3 +147,16 @@ def test_fused_projection_loss_without_gradients_and_in_bfloat16():
     torch.testing.assert_close(low.loss, reference.loss, rtol=2e-2, atol=0)
     grad_hidden, grad_weight = torch.autograd.grad(low.loss, (hidden, weight))
     assert grad_hidden.dtype == grad_weight.dtype == torch.float32
+
+
+def test_compiled_chunk_passes_equal_the_eager_ones():
+    # bench_loss.py --compiled: each chunk's elementwise passes through torch.compile; a ragged last
+    # chunk (37 = 16 + 16 + 5 rows) goes through the same dynamic-shape graph.
+    hidden, weight, target = projection_data(dtype=torch.float64)
+    results = []
+    for compiled in (False, True):
+        sums = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=16, compiled=compiled)
+        results.append((sums.loss, sums.nll, *torch.autograd.grad(sums.loss, (hidden, weight))))
+        assert sums.n_correct.dtype == torch.long
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-10, atol=1e-12)

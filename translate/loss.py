@@ -17,6 +17,7 @@ The caller normalises: loss / n_tokens.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -56,7 +57,7 @@ CHUNK_ELEMENTS = 1 << 27  # float32 logits per chunk: 512 MB (4096 rows at V = 3
 
 def linear_label_smoothed_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, *,
                                         epsilon: float, compute_dtype: torch.dtype | None = None,
-                                        chunk_rows: int | None = None) -> LossSums:
+                                        chunk_rows: int | None = None, compiled: bool = False) -> LossSums:
     """The loss of `logits = hidden @ weight.T` without ever holding all the logits.
 
     hidden (N, D): final decoder states of the N non-pad target tokens only (the caller selects
@@ -69,68 +70,88 @@ def linear_label_smoothed_cross_entropy(hidden: torch.Tensor, weight: torch.Tens
     instead of ~10 GB for logits, log-probabilities and their gradient. With gradients enabled the
     gradient is computed in the same pass (dloss/dlogits = softmax − q, q the smoothed target), as
     fused linear + cross-entropy kernels do, so the chunk's logits are never recomputed.
+    compiled: run each chunk's elementwise passes through torch.compile (train.compile).
     """
     compute_dtype = compute_dtype or hidden.dtype
     chunk_rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.shape[0])
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         loss, nll, n_correct = _LinearSmoothedCrossEntropy.apply(hidden, weight, target, epsilon, compute_dtype,
-                                                                 chunk_rows)
+                                                                 chunk_rows, compiled)
     else:
         loss, nll, n_correct, _, _ = _chunked_loss(hidden, weight, target, epsilon, compute_dtype, chunk_rows,
-                                                   with_grad=False)
+                                                   with_grad=False, compiled=compiled)
     # torch.full fills on the device; torch.tensor(n, device=cuda) would copy from the host and sync.
     n_tokens = torch.full((), target.numel(), dtype=torch.long, device=target.device)
     return LossSums(loss=loss, nll=nll, n_tokens=n_tokens, n_correct=n_correct)
 
 
-def _chunked_loss(hidden, weight, target, epsilon: float, compute_dtype, chunk_rows: int, *, with_grad: bool):
+def _chunked_loss(hidden, weight, target, epsilon: float, compute_dtype, chunk_rows: int, *, with_grad: bool,
+                  compiled: bool = False):
     """Loss sums and, with_grad, d(loss sum)/d(hidden) (N, D) and d(loss sum)/d(weight) (V, D), in float32."""
-    N, V = hidden.shape[0], weight.shape[0]
+    N = hidden.shape[0]
     w = weight.to(compute_dtype)
     exact = torch.promote_types(compute_dtype, torch.float32)  # float32, or float64 when computing in it
+    chunk_fn = _compiled_chunk_loss() if compiled else _chunk_loss
     sums = torch.zeros(3, dtype=exact, device=hidden.device)  # loss, nll, n_correct
     grad_hidden = torch.empty(hidden.shape, dtype=exact, device=hidden.device) if with_grad else None
     grad_weight = torch.zeros(weight.shape, dtype=exact, device=weight.device) if with_grad else None
     for start in range(0, N, chunk_rows):
         h = hidden[start : start + chunk_rows].to(compute_dtype)  # (n, D)
-        t = target[start : start + chunk_rows]  # (n,)
-        # Every pass over the (n, V) float32 chunk is memory-bound and together they cost more GPU time
-        # than the model's matmuls (docs/PERFORMANCE.md, profile): one float32 buffer, updated in place,
-        # and each quantity read off a pass that already exists (max and argmax together, on the
-        # compute-dtype logits; the float32 cast fused with the shift; the mean and
-        # the target's logit from the shifted logits; log Z from the sum of the exponentials the
-        # gradient needs anyway) instead of logsumexp's own temporaries.
-        logits = h @ w.T  # (n, V) in compute_dtype
-        top, prediction = logits.max(dim=-1)  # (n,): the shift for a stable exp; the argmax for accuracy
-        # logits − max: in place when already float32 (the CPU), else cast in the same pass (bf16 on the GPU)
-        shifted = logits.sub_(top[:, None]) if logits.dtype == exact else logits - top[:, None].to(exact)
-        target_shifted = shifted.gather(-1, t[:, None]).squeeze(-1)
-        mean_shifted = shifted.mean(dim=-1)
-        unnormalised = shifted.exp_()  # exp(logits − max)
-        sum_exp = unnormalised.sum(dim=-1)
-        log_sum = sum_exp.log()  # log Z − max
-        nll = log_sum - target_shifted  # −log p_y
-        smooth = log_sum - mean_shifted  # mean_v(−log p_v)
-        correct = (prediction == t).sum()
-        sums += torch.stack([((1.0 - epsilon) * nll + epsilon * smooth).sum(), nll.sum(), correct.to(exact)])
+        chunk_sums, grad = chunk_fn(h @ w.T, target[start : start + chunk_rows], epsilon, exact, with_grad)
+        sums += chunk_sums
         if with_grad:
-            # d/dlogits of (1 − ε)(−log p_y) + ε·mean_v(−log p_v) = p − (1 − ε)·onehot(y) − ε/V, in place.
-            grad = unnormalised.mul_(sum_exp.reciprocal()[:, None]).sub_(epsilon / V)
-            grad.scatter_add_(-1, t[:, None], grad.new_full((t.numel(), 1), -(1.0 - epsilon)))
-            grad = grad.to(compute_dtype)
             grad_hidden[start : start + chunk_rows] = grad @ w
             grad_weight += grad.T @ h
     loss, nll, n_correct = sums.unbind()
     return loss, nll, n_correct.long(), grad_hidden, grad_weight
 
 
+def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float, exact: torch.dtype, with_grad: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk: logits (n, V) in the compute dtype, target (n,) -> (sums (3,) in `exact`: smoothed loss,
+    NLL, correct predictions; d(loss sum)/d(logits) (n, V) in the compute dtype, or None).
+
+    Every pass over the (n, V) float32 chunk is memory-bound and together they cost more GPU time than
+    the model's matmuls (docs/PERFORMANCE.md, profile): one float32 buffer, updated in place, and each
+    quantity read off a pass that already exists (max and argmax together, on the compute-dtype logits;
+    the float32 cast fused with the shift; the mean and the target's logit from the shifted logits;
+    log Z from the sum of the exponentials the gradient needs anyway) instead of logsumexp's own
+    temporaries. Compiled (`compiled=True` above), Inductor fuses these passes further.
+    """
+    V = logits.shape[-1]
+    top, prediction = logits.max(dim=-1)  # (n,): the shift for a stable exp; the argmax for accuracy
+    # logits − max: in place when already float32 (the CPU), else cast in the same pass (bf16 on the GPU)
+    shifted = logits.sub_(top[:, None]) if logits.dtype == exact else logits - top[:, None].to(exact)
+    target_shifted = shifted.gather(-1, target[:, None]).squeeze(-1)
+    mean_shifted = shifted.mean(dim=-1)
+    unnormalised = shifted.exp_()  # exp(logits − max)
+    sum_exp = unnormalised.sum(dim=-1)
+    log_sum = sum_exp.log()  # log Z − max
+    nll = log_sum - target_shifted  # −log p_y
+    smooth = log_sum - mean_shifted  # mean_v(−log p_v)
+    correct = (prediction == target).sum()
+    sums = torch.stack([((1.0 - epsilon) * nll + epsilon * smooth).sum(), nll.sum(), correct.to(exact)])
+    if not with_grad:
+        return sums, None
+    # d/dlogits of (1 − ε)(−log p_y) + ε·mean_v(−log p_v) = p − (1 − ε)·onehot(y) − ε/V, in place.
+    grad = unnormalised.mul_(sum_exp.reciprocal()[:, None]).sub_(epsilon / V)
+    grad.scatter_add_(-1, target[:, None], grad.new_full((target.numel(), 1), -(1.0 - epsilon)))
+    return sums, grad.to(logits.dtype)
+
+
+@functools.cache
+def _compiled_chunk_loss():
+    """`_chunk_loss` through torch.compile, built on first use (dynamic: the last chunk is shorter)."""
+    return torch.compile(_chunk_loss, dynamic=True)
+
+
 class _LinearSmoothedCrossEntropy(torch.autograd.Function):
     """Forward computes the loss sums and their gradients; backward scales them by the incoming gradient."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, epsilon, compute_dtype, chunk_rows):
+    def forward(ctx, hidden, weight, target, epsilon, compute_dtype, chunk_rows, compiled):
         loss, nll, n_correct, grad_hidden, grad_weight = _chunked_loss(
-            hidden, weight, target, epsilon, compute_dtype, chunk_rows, with_grad=True)
+            hidden, weight, target, epsilon, compute_dtype, chunk_rows, with_grad=True, compiled=compiled)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         ctx.mark_non_differentiable(nll, n_correct)
@@ -141,4 +162,4 @@ class _LinearSmoothedCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         hidden_dtype, weight_dtype = ctx.dtypes
         return ((grad_hidden * grad_loss).to(hidden_dtype), (grad_weight * grad_loss).to(weight_dtype),
-                None, None, None, None)
+                None, None, None, None, None)
