@@ -4,9 +4,11 @@ import json
 import math
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 import torch
@@ -151,7 +153,11 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "run" / "checkpoint_last.pt"
     data = bytearray(path.read_bytes())
     flipped = tmp_path / "run" / "flipped.pt"
-    data[len(data) // 2] ^= 0xFF
+    with zipfile.ZipFile(path) as archive:  # a byte in the middle of the largest tensor's data
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    name_length, extra_length = struct.unpack_from("<HH", data, largest.header_offset + 26)  # its local header
+    data_start = largest.header_offset + 30 + name_length + extra_length
+    data[data_start + largest.file_size // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))
     assert main(["eval", "--checkpoint", str(flipped)]) == 2
     assert "corrupt" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 import shutil
+import threading
 import zipfile
 from pathlib import Path
 
@@ -45,6 +46,73 @@ def save_checkpoint(state: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {path}: {e}; the previous checkpoint is intact. "
                         "Free disk space or set train.out_dir to a writable place, then --resume") from None
+
+
+class CheckpointWriter:
+    """Writes checkpoints in a background thread, so that training goes on while they go to disk.
+
+    A Transformer-base checkpoint with its Adam state is ~0.9 GB; digesting, writing and fsyncing it
+    and copying it to checkpoint_best.pt / checkpoint_step*.pt took ~5 s per validation on a 2-core
+    CPU (docs/PERFORMANCE.md), time the GPU sat idle. `write` only snapshots the tensors to host memory
+    (the part training must wait for: after it, the next steps may change the weights), then a thread
+    does `save_checkpoint`, the copies and `after` (e.g. pruning old numbered checkpoints), in that
+    order. One write at a time: `write` and `wait` first wait for the previous one and re-raise its
+    error (a UserError naming the file) in the caller's thread. Each file is still written atomically,
+    so a failed or interrupted write leaves the previous checkpoint in place. The thread is not a
+    daemon: if the caller dies, the interpreter finishes the write before it exits.
+    """
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, state: dict, path: Path, *, copies: tuple[Path, ...] = (), after=None) -> None:
+        self.wait()
+        snapshot = host_copy(state)
+
+        def job() -> None:
+            try:
+                save_checkpoint(snapshot, path)
+                for dst in copies:
+                    copy_checkpoint(path, dst)
+                if after is not None:
+                    after()
+            except BaseException as e:  # noqa: BLE001 -- re-raised by wait() in the training thread
+                self._error = e
+
+        self._thread = threading.Thread(target=job, name=f"write {path.name}")
+        self._thread.start()
+
+    def join(self) -> None:
+        """Block until the last write has ended, keeping its error for `wait` (for a caller that is
+        already failing with an error of its own)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def wait(self) -> None:
+        """Block until the last write is on disk; re-raise its error."""
+        self.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def host_copy(value, _copies: dict | None = None):
+    """`value` with every tensor copied to host memory: a snapshot later training steps cannot change.
+    Tensors that are one view of one storage (tied embeddings) stay one tensor, so the file stores them once."""
+    copies = {} if _copies is None else _copies
+    if isinstance(value, torch.Tensor):
+        key = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), value.shape,
+               value.stride(), value.dtype)
+        if key not in copies:
+            copies[key] = value.detach().to("cpu", copy=True)
+        return copies[key]
+    if isinstance(value, dict):
+        return {k: host_copy(item, copies) for k, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(host_copy(item, copies) for item in value)
+    return value
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
@@ -87,7 +155,7 @@ def tensor_digest(state: dict) -> str:
         if isinstance(value, torch.Tensor):
             t = value.detach().cpu().contiguous()
             h.update(f"{prefix}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")  # its buffer, not a copy
         elif isinstance(value, dict):
             for key in sorted(value, key=str):
                 if prefix == "" and key == "digest":

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from translate.batching import Batch, BatchStream, collate_corpus, shard, teacher_forcing_batches
-from translate.checkpoint import copy_checkpoint, load_checkpoint, model_shape_mismatch, prune_numbered, save_checkpoint
+from translate.checkpoint import CheckpointWriter, load_checkpoint, model_shape_mismatch, prune_numbered
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare, target_unigram_entropy
 from translate.errors import UserError
@@ -107,6 +107,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                unit="step", dynamic_ncols=True)
     interval = Interval()
     start_time = time.perf_counter() - state.train_seconds
+    saver = _Saver(run_dir, model, optimizer, scaler, cfg, tokenizer, env, start_time)
     exit_code = 0
     try:
         while True:
@@ -138,8 +139,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
             else:
                 optimizer.zero_grad(set_to_none=True)
                 handle_bad_step(state, cfg, log, lr=lr, grad_norm=grad_norm, loss_ok=loss_ok, scaler=scaler,
-                                 on_stop=lambda: _save(run_dir, "checkpoint_last.pt", model, optimizer, scaler,
-                                                       state, cfg, tokenizer, start_time, env))
+                                 on_stop=lambda: saver.save(state, "checkpoint_last.pt"))
                 continue
             bar.update(1)
 
@@ -150,21 +150,20 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                 bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=record["ppl"], lr=f"{lr:.2e}")
                 check_divergence(state, record["nll"], cfg, unigram_entropy=unigram_entropy, lr=lr)
             if state.step % cfg.train.eval_every == 0:
-                _validate_and_save(model, data, tokenizer, cfg, env, state, log, optimizer, scaler, start_time, autocast)
+                _validate_and_save(model, data, tokenizer, cfg, env, state, log, saver, autocast)
             elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
-                _save(run_dir, f"checkpoint_step{state.step}.pt", model, optimizer, scaler, state, cfg, tokenizer,
-                      start_time, env)
-                if env.is_main:
-                    prune_numbered(run_dir, cfg.train.keep_last)
+                saver.save(state, f"checkpoint_step{state.step}.pt", prune=True)
     finally:
         bar.close()
         stop.restore()
         batches.stream.close()
+        saver.writer.join()  # on an error too: no checkpoint is left half written when train() exits
 
     if stop.signal_name:  # asked to stop: save promptly, no validation
-        _save(run_dir, "checkpoint_last.pt", model, optimizer, scaler, state, cfg, tokenizer, start_time, env)
+        saver.save(state, "checkpoint_last.pt")
     elif state.step % cfg.train.eval_every != 0 or state.step == 0:  # (else the loop just validated)
-        _validate_and_save(model, data, tokenizer, cfg, env, state, log, optimizer, scaler, start_time, autocast)
+        _validate_and_save(model, data, tokenizer, cfg, env, state, log, saver, autocast)
+    saver.wait()  # every checkpoint on disk before the run reports done
     log.line(f"done: {state.step} steps, {state.skipped_steps} skipped, best {state.best}; "
              f"checkpoints in {run_dir} (checkpoint_best.pt, checkpoint_last.pt)")
     if env.world_size > 1:
@@ -274,7 +273,7 @@ def _report_long_dev_pairs(corpus: TokenizedCorpus, cfg: Config, log) -> None:
 
 
 def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: Distributed, state: TrainState, log,
-                       optimizer, scaler, start_time: float, autocast) -> None:
+                       saver: _Saver, autocast) -> None:
     record = {"kind": "valid", "step": state.step}
     if data.valid is not None:
         record.update(validate(model, data.valid, cfg, env, autocast))
@@ -292,12 +291,10 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
     improved = _is_better(record, state.best, cfg.train.best_metric)
     if improved:
         state.best = {k: record[k] for k in ("nll", "bleu", "step") if k in record}
-    _save(cfg.run_dir, "checkpoint_last.pt", model, optimizer, scaler, state, cfg, tokenizer, start_time, env)
-    if improved and env.is_main:
-        copy_checkpoint(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / "checkpoint_best.pt")
-    if cfg.train.save_every and state.step % cfg.train.save_every == 0 and env.is_main:
-        copy_checkpoint(cfg.run_dir / "checkpoint_last.pt", cfg.run_dir / f"checkpoint_step{state.step}.pt")
-        prune_numbered(cfg.run_dir, cfg.train.keep_last)
+    numbered = bool(cfg.train.save_every) and state.step % cfg.train.save_every == 0
+    copies = tuple(name for name, wanted in (("checkpoint_best.pt", improved),
+                                             (f"checkpoint_step{state.step}.pt", numbered)) if wanted)
+    saver.save(state, "checkpoint_last.pt", copies=copies, prune=numbered)
 
 
 def _dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, env: Distributed) -> float:
@@ -314,21 +311,41 @@ def _is_better(record: dict, best: dict, metric: BestMetric) -> bool:
     return "nll" not in best or record["nll"] < best["nll"]
 
 
-def _save(run_dir: Path, name: str, model, optimizer, scaler, state: TrainState, cfg: Config, tokenizer: Tokenizer,
-          start_time: float, env: Distributed) -> None:
-    if not env.is_main:
-        return
-    state.train_seconds = time.perf_counter() - start_time
-    save_checkpoint({
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "state": {k: v for k, v in vars(state).items()},
-        "step": state.step,
-        "config": config_to_dict(cfg),
-        "tokenizer": "spm.model",
-        "vocab_size": tokenizer.vocab_size,
-    }, run_dir / name)
+@dataclass
+class _Saver:
+    """The run's checkpoints, written by the main process in the background (checkpoint.CheckpointWriter)."""
+
+    run_dir: Path
+    model: Transformer
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    cfg: Config
+    tokenizer: Tokenizer
+    env: Distributed
+    start_time: float
+    writer: CheckpointWriter = field(default_factory=CheckpointWriter)
+
+    def save(self, state: TrainState, name: str, *, copies: tuple[str, ...] = (), prune: bool = False) -> None:
+        """Write `name` and then its `copies` (file names in the run directory); prune: then delete the
+        numbered checkpoints beyond train.keep_last."""
+        if not self.env.is_main:
+            return
+        state.train_seconds = time.perf_counter() - self.start_time
+        checkpoint = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "state": {k: v for k, v in vars(state).items()},
+            "step": state.step,
+            "config": config_to_dict(self.cfg),
+            "tokenizer": "spm.model",
+            "vocab_size": self.tokenizer.vocab_size,
+        }
+        after = (lambda: prune_numbered(self.run_dir, self.cfg.train.keep_last)) if prune else None
+        self.writer.write(checkpoint, self.run_dir / name, copies=tuple(self.run_dir / c for c in copies), after=after)
+
+    def wait(self) -> None:
+        self.writer.wait()
 
 
 def _restore(path: Path, cfg: Config, model, optimizer, scaler, *, vocab_size: int) -> TrainState:
