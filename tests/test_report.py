@@ -392,11 +392,12 @@ def test_eps_reading_single_seed(track):
     assert "+0.73 (v3)" in text and "-1.00 (v1)" in text and "its sign changed from run to run" in text
     assert "std over seeds was up to 0.01, against which the +0.29 of the averages is beyond noise" in text
     assert "lower best dev NLL in 2 of 2 versions;" in text
-    assert "lowered the dev ECE of the best checkpoint in every version (v1: 0.0600 → 0.0400; v3: 0.0600 → 0.0400" in text
+    assert ("lowered the dev ECE of the best checkpoint in every calibrated version (v1, v3: v1: 0.0600 → 0.0400; "
+            "v3: 0.0600 → 0.0400") in text
     assert "Choosing the checkpoint by dev NLL" not in text       # neither arm overfit
     overfit = with_eps0_overfitting(runs)
     text = report.eps_reading("v3", {"v3": overfit}, m30k)
-    assert "lower best dev NLL in 0 of 1 versions, not in the longest (v3), where it overfit" in text
+    assert "lower best dev NLL in 0 of 1 versions, not in the longest (v3);" in text
     assert ("takes ε = 0's from step 1000, before it overfit, while its BLEU was still rising (greedy dev BLEU "
             "1.80 there, 5.17 at the end)") in text
 
@@ -421,9 +422,17 @@ def test_eps_headline_and_overfitting(track):
     assert [report.overfits(r) for r in overfit] == [True, False]
     head = report.eps_headline(overfit)
     assert "80.6 vs 90.0: lower with smoothing, against the paper (newstest2013 PPL 4.67 → 4.92)" in head
-    assert "because ε = 0 overfits these 257k pairs: its dev NLL was lowest at step 1000 and rose after" in head
-    assert report.dev_nll_course(overfit[0]) == ("ε = 0.0: dev NLL lowest at step 1000 (4.500), 4.700 at the end, "
-                                                 "while the training-batch NLL (dropout on) went 4.00 → 3.67")
+    assert "and ε = 0 then overfit these 257k pairs (its dev NLL lowest at step 1000, rising after)" in head
+    assert "lower one at every validation" not in head  # the arms share steps 500 and 1000, where ε = 0 is lower
+    assert report.lower_since(overfit[0], overfit[1]) == 500 and report.lower_since(overfit[1], overfit[0]) is None
+    curve = lambda *nlls: common.Run(Path("."), "x", 0.0, 1, [], [{"step": 500 * (i + 1), "nll": n}  # noqa: E731
+                                                                    for i, n in enumerate(nlls)])
+    assert report.lower_since(curve(6.0, 5.0, 4.0), curve(5.9, 5.1, 4.1)) == 1000
+    assert report.lower_since(curve(6.0, 5.0, 4.2), curve(5.9, 5.1, 4.1)) is None
+    # training NLL: the mean of the (up to 5) logged intervals up to each step: 250..1000 and 500..1500
+    assert report.dev_nll_course(overfit[0]) == (
+        "ε = 0.0: dev NLL lowest at step 1000 (4.500), 4.700 at the end, while the training-batch NLL (dropout on; "
+        "mean of the 5 logged intervals up to each) went 5.08 → 4.16")
     assert report.dev_nll_course(overfit[1]) == "ε = 0.1: dev NLL lowest at the end (4.390)"
 
 
@@ -432,15 +441,17 @@ def test_recipe_section_compares_recipes_at_shared_steps(track):
     better = [common.Run(**{**r.__dict__, "valid": [{**v, "nll": v["nll"] - 0.5, "bleu": v["bleu"] + 1}
                                                     for v in r.valid]}) for r in runs]
     smoke = common.Smoke(train=[], valid=[{"step": 300.0, "nll": 7.456}, {"step": 600.0, "nll": 7.414}], test={})
-    text = "\n".join(report.recipe_section({"v3": runs, "v5": better}, smoke))
+    text = "\n".join(report.recipe_section({"v3": runs, "v4": better, "v5": better}, smoke))
     lines = text.splitlines()
-    assert "dev NLL @ 500 | dev NLL @ 1000 | dev NLL @ 1554" in text       # the steps both runs validated
+    assert "| run | dev NLL @ 500 | dev NLL @ 1000 | dev BLEU @ 500 | dev BLEU @ 1000 |" in text  # before either stopped
     assert [line for line in lines if line.startswith("| pre-norm")] == [
-        "| pre-norm, fairseq init, dropout 0.3 | v3 | 6.600 | 5.500 | 4.390 | 0.40 | 1.80 | 5.90 | 5.90 (1554) |",
-        "| pre-norm, fairseq init, dropout 0.3 | v5 | 6.100 | 5.000 | 3.890 | 1.40 | 2.80 | 6.90 | 6.90 (1554) |"]
+        "| pre-norm, fairseq init, dropout 0.3 | v3 | 6.600 | 5.500 | 0.40 | 1.80 |",
+        "| pre-norm, fairseq init, dropout 0.3 | v4 | 6.100 | 5.000 | 1.40 | 2.80 |"]
     assert "dev NLL 7.46 / 7.41 at steps 300, 600" in text and "leads at every shared step" in text
-    assert "overfits" not in text
-    assert "does not lead at every step" in "\n".join(report.recipe_section({"v3": better, "v5": runs}, smoke))
+    assert "differs from v4 by up to 0.000 nats" in text and "overfits" not in text
+    rerun = [common.Run(**{**r.__dict__, "valid": [{**v, "nll": v["nll"] + 0.04} for v in r.valid]}) for r in better]
+    text = "\n".join(report.recipe_section({"v3": better, "v4": runs, "v5": rerun}, smoke))
+    assert "does not lead at every step" in text and "differs from v4 by up to 0.460 nats" in text
 
 
 def test_average_caveat_and_speed_note(track):
@@ -492,4 +503,4 @@ def test_report_renders_from_real_results():
     assert "translate ε = 0 for the same 2028 steps" in text
     assert "### v5 (the latest)" in text and "figures/trainmix_v5_reliability.png" in text
     assert "then ε = 0 for the same 5137 steps" in text and "EPS=0.0 STEPS=5137" in text
-    assert "| post-norm, hf init, dropout 0.3 | v5 | 6.308 | 4.949 | 3.966 |" in text
+    assert "| post-norm, hf init, dropout 0.3 | v4 | 6.279 | 4.950 | 3.983 |" in text

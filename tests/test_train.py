@@ -13,6 +13,7 @@ import zipfile
 import pytest
 import torch
 
+import translate.checkpoint as checkpoint_module
 import translate.guards as guards
 import translate.train as train_module
 from translate.checkpoint import load_checkpoint
@@ -101,6 +102,20 @@ def test_repeated_nan_stops_with_a_diagnostic_and_keeps_the_last_good_state(tmp_
     state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
     assert state["step"] == 5
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_failed_save_on_stopping_is_the_error_not_a_claim_that_the_state_is_saved(tmp_path, monkeypatch):
+    # Checkpoints are written in the background; the save before a stop must still wait for its
+    # write, so that a full disk is reported instead of "The last good state is in checkpoint_last.pt".
+    cfg = config_from_dict(tiny_config(tmp_path, train={"max_steps": 50, "max_bad_steps": 4, "eval_every": 100}))
+
+    def disk_full(state, path):
+        raise UserError(f"cannot write checkpoint {path}: No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", disk_full)
+    with loss_fault(dict.fromkeys(range(5, 1000), math.inf)):
+        with pytest.raises(UserError, match="cannot write checkpoint .*checkpoint_last.pt"):
+            train(cfg)
 
 
 def test_divergence_signs_rise_and_no_better_than_token_frequencies(tmp_path):

@@ -139,7 +139,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
             else:
                 optimizer.zero_grad(set_to_none=True)
                 handle_bad_step(state, cfg, log, lr=lr, grad_norm=grad_norm, loss_ok=loss_ok, scaler=scaler,
-                                 on_stop=lambda: saver.save(state, "checkpoint_last.pt"))
+                                 on_stop=lambda: saver.save(state, "checkpoint_last.pt", wait=True))
                 continue
             bar.update(1)
 
@@ -325,9 +325,11 @@ class _Saver:
     start_time: float
     writer: CheckpointWriter = field(default_factory=CheckpointWriter)
 
-    def save(self, state: TrainState, name: str, *, copies: tuple[str, ...] = (), prune: bool = False) -> None:
+    def save(self, state: TrainState, name: str, *, copies: tuple[str, ...] = (), prune: bool = False,
+             wait: bool = False) -> None:
         """Write `name` and then its `copies` (file names in the run directory); prune: then delete the
-        numbered checkpoints beyond train.keep_last."""
+        numbered checkpoints beyond train.keep_last; wait: return only once all is on disk (a run that
+        is about to stop with an error must not report a checkpoint whose write failed)."""
         if not self.env.is_main:
             return
         state.train_seconds = time.perf_counter() - self.start_time
@@ -343,6 +345,8 @@ class _Saver:
         }
         after = (lambda: prune_numbered(self.run_dir, self.cfg.train.keep_last)) if prune else None
         self.writer.write(checkpoint, self.run_dir / name, copies=tuple(self.run_dir / c for c in copies), after=after)
+        if wait:
+            self.writer.wait()
 
     def wait(self) -> None:
         self.writer.wait()
