@@ -661,6 +661,15 @@ def v5_section(v5: list[Run], v4: list[Run], fig: dict[str, str]) -> list[str]:
     ]
 
 
+def speedup_since(old: list[Run], new: list[Run]) -> str:
+    """How much faster translate's loop ran the same recipe in a later version, and that the peer
+    comparison predates it."""
+    rate_old, rate_new = (median_tokens_per_s(arms(runs)[0].train) for runs in (old, new))
+    return (f"Since then translate's loop became {rate_new / rate_old:.2f}× faster on the same recipe (v5: "
+            f"{fmt_int(rate_new)} vs {fmt_int(rate_old)} median target tokens/s; docs/PERFORMANCE.md); the "
+            "equal-time comparison with the peer has not been rerun.")
+
+
 def eps_headline(runs: list[Run]) -> str:
     """The label-smoothing headline: the latest newstest version's two arms, same seed and steps."""
     b, a = arms(runs)                                   # b: ε = 0.1, a: ε = 0
@@ -813,7 +822,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Pee
         "",
         eps_headline(v5),
         "",
-        equal_time_headline(equal_time, eps0),
+        equal_time_headline(equal_time, eps0) + " " + speedup_since(v4, v5),
         "",
         *m30k_section(m30k, len(v2), seconds["m30k"], fig),
         "",

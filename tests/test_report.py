@@ -502,5 +502,6 @@ def test_report_renders_from_real_results():
     assert "| HF MarianMTModel, ε = 0.1 | post-norm | 61,571,072 | 2057 | 280 |" in text
     assert "translate ε = 0 for the same 2028 steps" in text
     assert "### v5 (the latest)" in text and "figures/trainmix_v5_reliability.png" in text
+    assert "translate's loop became 1.52× faster on the same recipe (v5: 279,651 vs 183,727" in text
     assert "then ε = 0 for the same 5137 steps" in text and "EPS=0.0 STEPS=5137" in text
     assert "| post-norm, hf init, dropout 0.3 | v4 | 6.279 | 4.950 | 3.983 |" in text
