@@ -34,6 +34,9 @@ from pathlib import Path
 
 import torch
 
+from translate import runtime
+from translate.errors import UserError
+
 
 def train_step_flops(*, d_model: int, d_ff: int, vocab_size: int, n_encoder_layers: int, n_decoder_layers: int,
                      src_lengths, tgt_lengths) -> int:
@@ -119,12 +122,11 @@ def marian_config(dims: dict, *, dropout: float, max_positions: int, attention_d
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"error: --device {name} but CUDA is not available")
-    return device
+    """translate's rule for --device ("auto", "cpu", "cuda[:n]"); a CUDA device without a GPU exits."""
+    try:
+        return runtime.resolve_device(name, setting="--device", cpu_fix="--device cpu")
+    except UserError as e:
+        sys.exit(f"error: {e}")
 
 
 def environment(device: torch.device) -> dict:

@@ -137,3 +137,13 @@ def test_data_error_during_train_leaves_no_run_directory(tmp_path, capsys):
     config = files_config(tmp_path, str(tmp_path / "missing"))
     assert_user_error(capsys, ["train", "--config", config], "corpus file not found", tmp_path)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_cuda_device_without_a_gpu_names_the_setting_and_the_fix(tmp_path, capsys):
+    config = write_config(tmp_path / "c.yaml", tiny_config(tmp_path, train={"device": "cuda"}))
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "train.device is 'cuda' but no CUDA GPU is available; use --set train.device=cpu" in err
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt"), "--device", "cuda:0"]) == 2
+    assert "--device is 'cuda:0' but no CUDA GPU is available; use --device cpu" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from translate.checkpoint import load_checkpoint
 from translate.config import Config, Source, config_from_dict
 from translate.errors import UserError
 from translate.model import Transformer
+from translate.runtime import resolve_device
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
@@ -139,14 +140,6 @@ def dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, *, device: t
 # Commands
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
 def _options(args, cfg: Config) -> DecodeOptions:
     options = DecodeOptions(beam=args.beam or cfg.eval.beam,
                             lenpen=cfg.eval.lenpen if args.lenpen is None else args.lenpen,
@@ -177,7 +170,7 @@ def _test_pairs(args, cfg: Config) -> tuple[list[str], list[str], str]:
 
 
 def run_eval(args) -> int:
-    device = _device(args.device)
+    device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
     model, tokenizer, cfg = load_for_inference(args.checkpoint, device)
     options = _options(args, cfg)
     sources, references, name = _test_pairs(args, cfg)
@@ -207,7 +200,7 @@ def run_eval(args) -> int:
 
 
 def run_translate(args) -> int:
-    device = _device(args.device)
+    device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
     model, tokenizer, cfg = load_for_inference(args.checkpoint, device)
     options = _options(args, cfg)
     if args.input:

@@ -43,17 +43,24 @@ class StopSignals:
             signal.signal(s, handler)
 
 
+def resolve_device(name: str, *, setting: str, cpu_fix: str) -> torch.device:
+    """"auto" (CUDA if there is a GPU, else the CPU) or a torch device name; a CUDA device without a
+    GPU is a UserError naming the setting (`train.device`, `--device`) and how to ask for the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{setting} is {name!r} but no CUDA GPU is available; use {cpu_fix}")
+    return device
+
+
 def setup_distributed(cfg: Config) -> Distributed:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device_name = cfg.train.device
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device is {cfg.train.device!r} but no CUDA GPU is available; use --set train.device=cpu")
+    device = resolve_device(cfg.train.device, setting="train.device", cpu_fix="--set train.device=cpu")
     if world_size == 1:
-        return Distributed(device=torch.device(device_name))
+        return Distributed(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if device_name.startswith("cuda"):
+    if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", device_id=device)
