@@ -53,8 +53,8 @@ def systems(runs: list[Run], peer: Peer) -> list[System]:
     return [our_system(r) for r in arms(runs)] + [peer_system(peer)]
 
 
-def in_budget_steps(group: list[System]) -> list[int]:
-    """Validation steps every system has, before any of them stopped (the periodic validations)."""
+def in_budget_steps(group: list[System | Run]) -> list[int]:
+    """Validation steps every system (or run) has, before any of them stopped (the periodic validations)."""
     return [s for s in shared_steps(*(g.valid for g in group)) if s < min(g.steps for g in group)]
 
 
@@ -241,7 +241,7 @@ def equal_time_headline(group: list[System], same_steps: System) -> str:
     bleu_gap = ours.test["bleu"] - peer.test["bleu"]
     step_ratio = ours.steps / peer.steps
     return (
-        f"**Newstest headline (run v4: each system alone on the GPU).** In {fmt(ours.budget_s, 0)} s of training "
+        f"**Peer at equal GPU time (run v4: each system alone on the GPU).** In {fmt(ours.budget_s, 0)} s of training "
         f"loop each, translate's Transformer-base ({ours.norm}, HF initialisation, ε = {ours.eps}) trained "
         f"{ours.steps} steps and the Hugging Face MarianMTModel peer ({peer.norm}, ε = {peer.eps}) {peer.steps}. "
         f"Their best checkpoints (lowest dev NLL: step {ours.best['step']} and step {peer.best['step']}) score "

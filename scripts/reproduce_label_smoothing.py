@@ -503,10 +503,10 @@ def m30k_section(m30k: list[Run], v2_runs: int, seconds: str, fig: dict[str, str
 
 
 def v4_section(v4: list[Run], peer: Peer, v3: list[Run], v3_peer: Peer, fig: dict[str, str]) -> list[str]:
-    eps01, eps0 = (next(r for r in v4 if r.eps == e) for e in (0.1, 0.0))
+    eps01, eps0 = arms(v4)
     group = [our_system(eps01), peer_system(peer)]
     budget = float(eps01.config("train.max_time"))
-    v3_eps01 = our_system(next(r for r in v3 if r.eps == 0.1))
+    v3_eps01 = arms(v3)[0]
     return [
         f"### v4: post-norm + HF initialisation, each run alone on the GPU, {budget:.0f} s",
         "",
@@ -537,8 +537,9 @@ def v4_section(v4: list[Run], peer: Peer, v3: list[Run], v3_peer: Peer, fig: dic
         "",
         f"Per step, the post-norm + HF-init recipe now learns like the peer (dev NLL, translate vs peer, "
         f"{nll_trace(group)}), where v3's pre-norm recipe trailed it (v3 ε = 0.1 vs its peer: "
-        f"{nll_trace(systems([r for r in v3 if r.eps == 0.1], v3_peer))}). "
-        f"v3's ε = 0.1 arm reached dev NLL {v3_eps01.best['nll']:.3f} in {v3_eps01.steps} steps on a shared GPU.",
+        f"{nll_trace(systems([v3_eps01], v3_peer))}). "
+        f"v3's ε = 0.1 arm reached dev NLL {best_record(v3_eps01.valid)['nll']:.3f} in {v3_eps01.steps} steps on a "
+        "shared GPU.",
         *reliability_figure("v4", fig),
     ]
 
@@ -553,7 +554,7 @@ def recipe_section(newstest: dict[str, list[Run]], smoke: Smoke) -> list[str]:
     """How the newstest recipe was chosen: the ε = 0.1 run of each recipe (pre-norm: v3, post-norm with
     HF initialisation: v4), by dev NLL and greedy dev BLEU at the validation steps both have."""
     pre, post = (arms(newstest[v])[0] for v in ("v3", "v4"))
-    steps = [s for s in shared_steps(pre.valid, post.valid) if s < min(pre.steps, post.steps)]
+    steps = in_budget_steps([pre, post])
     head = (["recipe (ε = 0.1)", "run"] + [f"dev NLL @ {s}" for s in steps] + [f"dev BLEU @ {s}" for s in steps])
     rows = []
     for version, run in (("v3", pre), ("v4", post)):
@@ -564,7 +565,7 @@ def recipe_section(newstest: dict[str, list[Run]], smoke: Smoke) -> list[str]:
                 value_at_step(post.valid, s, "bleu") > value_at_step(pre.valid, s, "bleu") for s in steps)
     rerun = arms(newstest["v5"])[0]
     drift = max(abs(value_at_step(rerun.valid, s, "nll") - value_at_step(post.valid, s, "nll"))
-                for s in shared_steps(rerun.valid, post.valid) if s < post.steps)
+                for s in in_budget_steps([rerun, post]))
     eps0 = arms(newstest["v5"])[1]
     overfit_text = (f" v5's ε = 0 arm overfits after step {eps0.best_step} (below), which points to more "
                     "regularisation or a smaller model for longer runs; that is untested." if overfits(eps0) else "")
@@ -593,11 +594,10 @@ def recipe_section(newstest: dict[str, list[Run]], smoke: Smoke) -> list[str]:
 
 def lower_since(run: Run, other: Run) -> int | None:
     """The first validation step from which `run`'s dev NLL is below `other`'s at every shared step."""
-    steps = shared_steps(run.valid, other.valid)
-    lower = [value_at_step(run.valid, s, "nll") < value_at_step(other.valid, s, "nll") for s in steps]
     since = None
-    for step, is_lower in zip(steps, lower):
-        since = (since or step) if is_lower else None
+    for step in shared_steps(run.valid, other.valid):
+        lower = value_at_step(run.valid, step, "nll") < value_at_step(other.valid, step, "nll")
+        since = (since or step) if lower else None
     return since
 
 
@@ -808,7 +808,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Pee
                for name, runs in (("m30k", m30k), *newstest.items())}
     fig = {name: f"{figures_rel}/{name}" for name in figures}
     group = systems(v3, peers["v3"])
-    eps01, eps0 = (our_system(next(r for r in v4 if r.eps == e)) for e in (0.1, 0.0))
+    eps01, eps0 = map(our_system, arms(v4))
     equal_time = [eps01, peer_system(peers["v4"])]
     out = [
         "# Label smoothing: results",

@@ -163,7 +163,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
         saver.save(state, "checkpoint_last.pt")
     elif state.step % cfg.train.eval_every != 0 or state.step == 0:  # (else the loop just validated)
         _validate_and_save(model, data, tokenizer, cfg, env, state, log, saver, autocast)
-    saver.wait()  # every checkpoint on disk before the run reports done
+    saver.writer.wait()  # every checkpoint on disk before the run reports done
     log.line(f"done: {state.step} steps, {state.skipped_steps} skipped, best {state.best}; "
              f"checkpoints in {run_dir} (checkpoint_best.pt, checkpoint_last.pt)")
     if env.world_size > 1:
@@ -347,9 +347,6 @@ class _Saver:
         self.writer.write(checkpoint, self.run_dir / name, copies=tuple(self.run_dir / c for c in copies), after=after)
         if wait:
             self.writer.wait()
-
-    def wait(self) -> None:
-        self.writer.wait()
 
 
 def _restore(path: Path, cfg: Config, model, optimizer, scaler, *, vocab_size: int) -> TrainState:
