@@ -4,7 +4,7 @@ Every system trains the same model size (d 512, d_ff 2048, 8 heads, 6 + 6 layers
 tied embeddings, dropout 0.1, label smoothing 0.1; bf16 autocast on CUDA; AdamW β (0.9, 0.98),
 ε 1e-9, no weight decay, fused on CUDA; gradient clipping at 1.0) on the same sequence of real
 token-bucketed batches (`translate.batching.make_batches`), eager and under torch.compile(dynamic=True)
-(duck sizing off: `translate.runtime.compile_for_varying_shapes`, the same for every system):
+(duck sizing off: `translate.runtime`, the same for every system):
 
     translate            translate.model.Transformer + translate.loss, the step of translate/train.py
                          (autocast forward to decoder states, fused projection + loss over the non-pad
@@ -14,7 +14,8 @@ token-bucketed batches (`translate.batching.make_batches`), eager and under torc
     hf_marian            transformers.MarianMTModel, loss F.cross_entropy(label_smoothing, ignore_index=pad)
     nn_transformer       torch.nn.Transformer (batch_first) + embeddings × √d, sinusoidal positions,
                          tied output projection, the same F.cross_entropy loss
-    (each with a `_compiled` twin)
+    (each with a `_compiled` twin: for translate, `train.compile`'s per-layer compilation and compiled
+    loss passes; for the peers, the whole model)
 
 All three are post-norm (the paper's layout; Marian and nn.Transformer's default). The first
 `--warmup` batches (compilation included) are untimed; the next `--steps` batches are timed, the same
@@ -47,7 +48,7 @@ from translate.batching import Batch, collate, collate_corpus, make_batches  # n
 from translate.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from translate.loss import label_smoothed_cross_entropy  # noqa: E402
 from translate.model import Transformer, sinusoidal_positions  # noqa: E402
-from translate.runtime import compile_for_varying_shapes  # noqa: E402
+from translate.runtime import compile_for_varying_shapes, compile_layers  # noqa: E402
 from translate.tokenizer import EOS_ID, PAD_ID  # noqa: E402
 from translate.train import _build_optimizer, batch_loss  # noqa: E402
 from peer_marian import forward_logits  # noqa: E402  (the peer's own forward: no decoder padding mask)
@@ -142,13 +143,15 @@ def translate_system(dims: dict, device: torch.device, autocast, *, compile_mode
     cfg = Config(model=model_cfg, optim=OPTIM)
     model = Transformer(cfg.model, vocab_size=dims["vocab_size"], pad_id=PAD_ID).to(device).train()
     optimizer = _build_optimizer(model, cfg, device)
-    train_model = compile_for_varying_shapes(model) if compile_model else model
+    if compile_model:  # train.compile: each layer and the loss's elementwise passes
+        compile_layers(model)
 
     def loss_sums(batch: Batch):
         if fused_loss:  # train.py's: decoder states of non-pad targets -> fused projection + loss
-            return batch_loss(train_model, model.output_proj.weight, batch, epsilon=LABEL_SMOOTHING, autocast=autocast)
+            return batch_loss(model, model.output_proj.weight, batch, epsilon=LABEL_SMOOTHING, autocast=autocast,
+                              compiled=compile_model)
         with autocast:  # before: (B, T, V) logits, then the reference loss (boolean-mask selection)
-            logits = train_model(batch.src, batch.tgt_in, batch.src == PAD_ID)
+            logits = model(batch.src, batch.tgt_in, batch.src == PAD_ID)
         return label_smoothed_cross_entropy(logits, batch.tgt_out, epsilon=LABEL_SMOOTHING, pad_id=PAD_ID)
 
     def step(batch: Batch) -> torch.Tensor:  # translate/train.py's loop body, single process, no scaler (bf16)

@@ -52,6 +52,13 @@ export TRANSLATE_DATA=$PWD/.data
 CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=train OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh {budget}
 CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 STEPS={steps} MODE=train OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh {budget}
 CONFIG=configs/trainmix_postnorm.yaml EPS="0.1 0.0" MODE=eval OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh"""
+# How the v6 folder's ε = 0.1 arm was produced: three training calls on one warm machine, then its evaluation.
+V6_COMMANDS = """\
+export TRANSLATE_DATA=$PWD/.data
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=train OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 490
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 540
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 170
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.1 MODE=eval OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh"""
 BENCH_TRAIN = Path("bench") / "train_a.json"     # under --results: scripts/bench_train.py on the same GPU
 
 
@@ -135,7 +142,7 @@ def pyplot():
 
 
 COLORS = {0.0: "tab:blue", 0.1: "tab:orange", 0.2: "tab:green"}
-MARKERS = {"v3": "^:", "v4": "P--", "v5": "o-"}  # the versions plotted (v1/v2: v3's recipe, earlier code)
+MARKERS = {"v3": "^:", "v4": "P--", "v5": "o-", "v6": "-"}  # the versions plotted (v1/v2: v3's recipe, earlier code)
 PEER_MARKERS = {"v3": "D--", "v4": "D-"}
 
 
@@ -634,7 +641,7 @@ def v5_section(v5: list[Run], v4: list[Run], fig: dict[str, str]) -> list[str]:
     v4_eps01 = arms(v4)[0]
     budget = float(eps01.config("train.max_time"))
     return [
-        f"### v5 (the latest): the v4 recipe for {budget:.0f} s, {eps01.steps} steps, each arm alone on the GPU",
+        f"### v5 (the latest with both arms): the v4 recipe for {budget:.0f} s, {eps01.steps} steps, each arm alone on the GPU",
         "",
         f"`configs/trainmix_postnorm.yaml` as in v4 (seed {eps01.seed}): translate ε = 0.1 for {budget:.0f} s of "
         f"training loop ({eps01.steps} steps, epoch {eps01.train[-1]['epoch']} of the train-mix), then ε = 0 for the "
@@ -658,6 +665,57 @@ def v5_section(v5: list[Run], v4: list[Run], fig: dict[str, str]) -> list[str]:
         "",
         "Dev NLL over the run: " + "; ".join(dev_nll_course(r) for r in (eps01, eps0)) + ".",
         *reliability_figure("v5", fig),
+    ]
+
+
+NUMERICS = ("loss", "nll", "accuracy", "grad_norm", "bleu")  # what a deterministic rerun reproduces exactly
+
+
+def same_numbers(run: Run, earlier: Run) -> tuple[int, int]:
+    """(records with the same numbers, records shared): the logged training and validation records of
+    two runs of one recipe at the steps both logged, compared on NUMERICS (clocks differ)."""
+    def keyed(r: Run) -> dict:
+        return {(kind, rec["step"]): rec for kind, recs in (("train", r.train), ("valid", r.valid)) for rec in recs}
+    mine, theirs = keyed(run), keyed(earlier)
+    shared = [k for k in mine if k in theirs]
+    same = sum(all(mine[k].get(f) == theirs[k].get(f) for f in NUMERICS) for k in shared)
+    return same, len(shared)
+
+
+def v6_section(v6: list[Run], v5: list[Run]) -> list[str]:
+    """v6, the ~20-minute arms, trained a session apart; until its ε = 0 arm has run, the ε = 0.1 arm."""
+    run, v5_run = arms(v6)[0], arms(v5)[0]
+    same, shared = same_numbers(run, v5_run)
+    last_shared = max(step for step in (r["step"] for r in v5_run.train) if step <= run.steps)
+    best, last = best_record(run.valid), run.valid[-1]
+    top = max(run.valid, key=lambda r: r["bleu"])
+    pending = len(v6) < 2
+    return [
+        f"### v6{' (ε = 0 to run)' if pending else ''}: the v5 recipe for {run.train_seconds:.0f} s per arm, "
+        f"{run.steps} steps",
+        "",
+        f"The issue's ~20 minutes per arm: translate ε = 0.1 for {run.train_seconds:.0f} s of training loop "
+        f"({run.steps} steps, epoch {run.train[-1]['epoch']} of the train-mix) in three calls on one machine (a run "
+        f"and two resumes), alone on {DEVICE}, then its evaluation. Training is deterministic for a code version: "
+        f"{same} of the {shared} training and validation records it shares with v5's ε = 0.1 arm (up to step "
+        f"{last_shared}) carry the same loss, NLL, accuracy, gradient norm and dev BLEU, on another machine. "
+        + ("So the ε = 0 arm, which did not fit in the same session's device time, runs in a later one, from the "
+           "same code, for the same steps (`results/trainmix_v6/README.md` has its calls). " if pending else "")
+        + "With `$W` the results folder:",
+        "",
+        "```bash",
+        V6_COMMANDS,
+        "```",
+        "",
+        newstest_table(v6),
+        "",
+        f"Dev NLL lowest at step {best['step']} ({best['nll']:.3f}), {last['nll']:.3f} at the end, while the "
+        f"training-batch NLL went {train_nll_before(run, best['step']):.2f} → "
+        f"{train_nll_before(run, run.train[-1]['step']):.2f}: the model memorises the 257k pairs. Greedy dev BLEU "
+        f"kept creeping up ({best['bleu']:.2f} at step {best['step']}, {last['bleu']:.2f} at the end, "
+        f"{top['bleu']:.2f} at its highest, step {top['step']}), but test BLEU did not follow: "
+        f"{run.evals['avg']['bleu']:.2f} for the average of steps {', '.join(map(str, averaged_steps(run)))} "
+        f"against {v5_run.evals['avg']['bleu']:.2f} for v5's average at {v5_run.steps} steps.",
     ]
 
 
@@ -799,7 +857,7 @@ def earlier_section(v1: list[Run], v2: list[Run], m30k_runs: int, seconds: dict[
     ]
 
 
-def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Peer], bench: Bench,
+def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers: dict[str, Peer], bench: Bench,
            smoke: Smoke, figures_rel: str, figures: list[str]) -> str:
     v1, v2, v3, v4, v5 = (newstest[v] for v in ("v1", "v2", "v3", "v4", "v5"))
     all_runs = m30k + [r for runs in newstest.values() for r in runs]
@@ -835,6 +893,8 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[str, Pee
         "",
         *recipe_section(newstest, smoke),
         "",
+        *v6_section(v6, v5),
+        "",
         *v5_section(v5, v4, fig),
         "",
         *v4_section(v4, peers["v4"], v3, peers["v3"], fig),
@@ -867,13 +927,14 @@ def main() -> None:
     args = parser.parse_args()
     m30k = load_track(args.results / "multi30k")
     newstest = {v: load_track(args.results / f"trainmix_{v}") for v in ("v1", "v2", "v3", "v4", "v5")}
+    v6 = load_track(args.results / "trainmix_v6")  # one arm so far: kept out of the two-arm comparisons
     peers = {v: peer for v in newstest if (peer := load_peer(args.results / f"trainmix_{v}"))}
     bench = load_bench(args.results / BENCH_TRAIN)
     smoke = load_smoke(args.results / "smoke")
-    figures = plot_figures(m30k, newstest, peers, args.figures)
+    figures = plot_figures(m30k, {**newstest, "v6": v6}, peers, args.figures)
     figures_rel = Path(os.path.relpath(args.figures.resolve(), args.output.parent.resolve())).as_posix()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(m30k, newstest, peers, bench, smoke, figures_rel, figures))
+    args.output.write_text(render(m30k, newstest, v6, peers, bench, smoke, figures_rel, figures))
     print(f"wrote {args.output} and {len(figures)} figures in {args.figures}")
 
 

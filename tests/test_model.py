@@ -217,29 +217,46 @@ def test_hf_init_is_normal_002_with_zero_biases_and_pad_rows(share):
     assert default.src_embed.weight[1:].std().item() == pytest.approx(64 ** -0.5, rel=0.05)
 
 
-def test_compiled_model_serves_every_batch_shape_with_one_graph():
-    """A first batch with equally long source and target must not tie S to T (Dynamo's duck sizing):
-    before runtime.compile_for_varying_shapes, the next batch with S != T recompiled the whole model."""
+def test_compiled_layers_serve_every_batch_shape_and_leave_the_model_unchanged():
+    """train.compile (runtime.compile_layers): each layer of the uncached path compiled in place.
+    Same outputs and gradients as the eager model, the same state_dict, one graph per layer class for
+    every batch shape (a first batch with S == T must not tie S to T: Dynamo's duck sizing), and the
+    cached decoding steps left eager (their shapes change at every step)."""
     import torch._dynamo
     import torch.fx.experimental._config as fx_config
-    from translate.runtime import compile_for_varying_shapes
+    from torch._dynamo.utils import counters
+    from translate.runtime import compile_layers
 
-    duck_shape = fx_config.use_duck_shape  # restored below: the function turns it off process-wide
+    duck_shape = fx_config.use_duck_shape  # restored below: compile_layers turns it off process-wide
     torch._dynamo.reset()
-    model = tiny_model(dtype=torch.float32)
+    counters.clear()
+    eager, compiled = tiny_model(dtype=torch.float32), tiny_model(dtype=torch.float32)
+    keys = list(compiled.state_dict())
     # aot_eager: Dynamo's own guards (duck sizing among them) without Inductor's, which add more on the GPU
-    compiled = compile_for_varying_shapes(model, backend="aot_eager")
+    compile_layers(compiled, backend="aot_eager")
+    assert list(compiled.state_dict()) == keys
     # (B, S, T): S == T first, then S != T. (Size 1 is always specialised: a one-sentence batch
     # compiles once more, which is left as it is.)
     shapes = [(3, 7, 7), (2, 5, 9), (4, 11, 6), (5, 4, 4)]
     try:
-        with torch._dynamo.config.patch(error_on_recompile=True):
-            for i, (B, S, T) in enumerate(shapes):
-                gen = torch.Generator().manual_seed(i)
-                src, tgt = (torch.randint(4, V, (B, n), generator=gen) for n in (S, T))
-                out = compiled(src, tgt, src == 0)
-                assert out.shape == (B, T, V)
-                torch.testing.assert_close(out, model(src, tgt, src == 0))
+        for i, (B, S, T) in enumerate(shapes):
+            gen = torch.Generator().manual_seed(i)
+            src, tgt = (torch.randint(4, V, (B, n), generator=gen) for n in (S, T))
+            out, reference = compiled(src, tgt, src == 0), eager(src, tgt, src == 0)
+            torch.testing.assert_close(out, reference)
+            out.square().sum().backward()
+            reference.square().sum().backward()
+        # one encoder layer graph and one decoder layer graph, shared by the layers of each, for all shapes
+        assert counters["stats"]["unique_graphs"] == 2
+        for (name, p_eager), p_compiled in zip(eager.named_parameters(), compiled.parameters()):
+            torch.testing.assert_close(p_compiled.grad, p_eager.grad, msg=name)
+        src, mask = random_batch([5, 3])
+        hyps = [greedy_search(m, src, mask, max_len_a=1.0, max_len_b=4, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+                for m in (compiled, eager)]
+        assert hyps[0] == hyps[1]
+        assert counters["stats"]["unique_graphs"] == 3  # the encoder layer again, without gradients
     finally:
         torch._dynamo.reset()
         fx_config.use_duck_shape = duck_shape
+
+

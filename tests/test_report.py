@@ -3,6 +3,7 @@ scripts/report_peer.py): statistics, loading, table formatting and the wording o
 reading, on small synthetic inputs written to a temporary folder (plus one end-to-end run on
 results/ if present)."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -491,7 +492,8 @@ def test_report_renders_from_real_results():
     figures = ["m30k_dev_nll.png", "m30k_dev_bleu.png", "m30k_reliability.png", "trainmix_dev_nll.png",
                "trainmix_dev_bleu.png", "trainmix_v3_reliability.png", "trainmix_v4_reliability.png",
                "trainmix_v5_reliability.png"]
-    text = report.render(m30k, newstest, peers, bench, smoke, "figures", figures)
+    v6 = common.load_track(results / "trainmix_v6")
+    text = report.render(m30k, newstest, v6, peers, bench, smoke, "figures", figures)
     assert len(m30k) == 9 and "## Reading" in text and "nan" not in text
     assert "### Peer baseline at equal wall time (v3)" in text and "figures/trainmix_v3_reliability.png" in text
     group = peer_report.systems(newstest["v3"], peers["v3"])
@@ -501,7 +503,22 @@ def test_report_renders_from_real_results():
     assert "### Peer baseline at equal GPU time (v4)" in text and "figures/trainmix_v4_reliability.png" in text
     assert "| HF MarianMTModel, ε = 0.1 | post-norm | 61,571,072 | 2057 | 280 |" in text
     assert "translate ε = 0 for the same 2028 steps" in text
-    assert "### v5 (the latest)" in text and "figures/trainmix_v5_reliability.png" in text
+    assert "### v5 (the latest with both arms)" in text and "figures/trainmix_v5_reliability.png" in text
     assert "translate's loop became 1.52× faster on the same recipe (v5: 279,651 vs 183,727" in text
     assert "then ε = 0 for the same 5137 steps" in text and "EPS=0.0 STEPS=5137" in text
     assert "| post-norm, hf init, dropout 0.3 | v4 | 6.279 | 4.950 | 3.983 |" in text
+    # v6's ε = 0.1 arm reran v5's first steps on another machine with the same numbers
+    assert "112 of the 112 training and validation records it shares with v5's ε = 0.1 arm (up to step 5100)" in text
+    assert "| 0.1 | 13664 | 1203 | avg of steps 12500, 13000, 13500 | 3.548 |" in text
+
+
+def test_same_numbers_compares_the_numbers_of_shared_steps_not_the_clocks(track):
+    runs, _ = track
+    run = runs[0]
+    rerun = dataclasses.replace(run, train=[{**r, "elapsed_s": r.get("elapsed_s", 0) + 9.0} for r in run.train])
+    shared = len(run.train) + len(run.valid)
+    assert report.same_numbers(rerun, run) == (shared, shared)  # other clocks, the same numbers
+    drifted = dataclasses.replace(rerun, valid=[{**run.valid[0], "nll": run.valid[0]["nll"] + 1e-9}, *run.valid[1:]])
+    assert report.same_numbers(drifted, run) == (shared - 1, shared)
+    shorter = dataclasses.replace(run, train=run.train[:2], valid=[])
+    assert report.same_numbers(shorter, run) == (2, 2)

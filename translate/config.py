@@ -125,7 +125,7 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
     precision: Precision = Precision.BF16  # falls back to fp32 on the CPU
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile each layer and the loss's elementwise passes (docs/PERFORMANCE.md)
     label_smoothing: float = 0.1  # ε of the label-smoothed cross-entropy
     max_tokens: int = 4096  # per batch and side: sentences × longest padded side ≤ max_tokens
     update_freq: int = 1  # gradient accumulation: batches per optimizer step

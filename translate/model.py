@@ -5,7 +5,8 @@
 
 Training calls `forward` (teacher forcing on the whole target at once, causal self-attention);
 decoding calls `decode` one token at a time with a `DecoderCache` (see `new_cache`), which gives the
-same logits as the uncached call (tests/test_model.py proves it).
+same logits as the uncached call (tests/test_model.py proves it). With `train.compile`, the uncached
+path runs each layer through torch.compile (`compile_layers`); the cached steps stay eager.
 
 Layers are post-norm, LayerNorm(x + Dropout(Sublayer(x))), as in the paper, or pre-norm,
 x + Dropout(Sublayer(LayerNorm(x))), with a final LayerNorm on the encoder and decoder outputs
@@ -26,6 +27,7 @@ Marian's), biases zero.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -230,7 +232,21 @@ class Transformer(nn.Module):
         # Pre-norm leaves the residual stream unnormalised: normalise it once at the end.
         self.encoder_norm = nn.LayerNorm(D) if cfg.norm_first else nn.Identity()
         self.decoder_norm = nn.LayerNorm(D) if cfg.norm_first else nn.Identity()
+        # The layers the uncached path calls: the eager ones, or their compiled wrappers (compile_layers).
+        # Plain lists, not ModuleLists: the wrappers share the layers' parameters and add no state_dict keys.
+        self._uncached_layers = (list(self.encoder_layers), list(self.decoder_layers))
         self._init_parameters()
+
+    def compile_layers(self, compile_layer: Callable[[nn.Module], Callable]) -> None:
+        """Run the uncached path (training, validation, encoding for decoding) through
+        compile_layer(layer) for every layer (runtime.compile_layers passes torch.compile).
+
+        Per layer rather than the whole model: layers of one class share one compiled graph, so compiling
+        costs about one encoder and one decoder layer instead of twelve, and the fused loss, the embeddings
+        and the cached decoding steps (whose shapes change every step) stay outside it.
+        """
+        self._uncached_layers = ([compile_layer(layer) for layer in self.encoder_layers],
+                                 [compile_layer(layer) for layer in self.decoder_layers])
 
     def _init_parameters(self) -> None:
         if self.cfg.init == Init.HF:
@@ -278,7 +294,7 @@ class Transformer(nn.Module):
         """src (B, S) token ids, src_pad_mask (B, S) True at padding -> memory (B, S, D)."""
         key_mask = ~src_pad_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
         x = self._embed(self.src_embed, src)
-        for layer in self.encoder_layers:
+        for layer in self._uncached_layers[0]:
             x = layer(x, key_mask=key_mask)
         return self.encoder_norm(x)
 
@@ -291,10 +307,11 @@ class Transformer(nn.Module):
         start = 0 if cache is None else cache.length
         memory_mask = ~src_pad_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
         x = self._embed(self.tgt_embed, tgt, start)
-        for i, layer in enumerate(self.decoder_layers):
-            if cache is None:
-                x = layer(x, memory_kv=layer.cross_attn.memory_kv(memory), memory_mask=memory_mask)
-            else:
+        if cache is None:
+            for layer, uncached in zip(self.decoder_layers, self._uncached_layers[1]):
+                x = uncached(x, memory_kv=layer.cross_attn.memory_kv(memory), memory_mask=memory_mask)
+        else:
+            for i, layer in enumerate(self.decoder_layers):
                 x = layer(x, memory_kv=(cache.cross_k[i], cache.cross_v[i]), memory_mask=memory_mask,
                           past=(cache.self_k[i], cache.self_v[i], start))
         if cache is not None:

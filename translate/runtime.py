@@ -7,12 +7,16 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from translate.config import Config, config_to_yaml
 from translate.errors import UserError
+
+if TYPE_CHECKING:
+    from translate.model import Transformer
 
 
 @dataclass
@@ -71,23 +75,35 @@ def setup_distributed(cfg: Config) -> Distributed:
 
 
 def compile_for_varying_shapes(module: torch.nn.Module, **compile_options) -> torch.nn.Module:
-    """torch.compile(dynamic=True) with source and target lengths kept independent.
+    """torch.compile(dynamic=True) with source and target lengths kept independent
+    (`_independent_lengths`). The benchmarks compile the peers' whole models with it."""
+    _independent_lengths()
+    return torch.compile(module, dynamic=True, **compile_options)
 
-    Dynamo's "duck sizing" gives dimensions of equal size one symbol. Token-bucketed batches often
-    have equally long source and target sides, so a first graph traced on such a batch assumed
-    S == T, and the first batch where they differ recompiled the whole model and its backward
-    (23 s on 2 CPU cores for a tiny model, results/cpu/compile_recompile_duck_on.log). With duck sizing off,
-    S and T are separate symbols from the start. Other specialisations remain: size 1, and on the
-    GPU Inductor's guards on a length being a multiple of 8 (the one recompilation seen on the H100,
-    results/bench/compile_diag.log), so a few graphs per process are still expected; each is a
-    one-time cost that a long run amortises (docs/PERFORMANCE.md).
 
-    Turning duck sizing off is process-wide (a torch.fx setting, private API) and stays off for every
-    later torch.compile in the process.
+def compile_layers(model: Transformer, **compile_options) -> None:
+    """`train.compile`: each layer of the model's uncached path through torch.compile(dynamic=True),
+    in place (`Transformer.compile_layers`), with source and target lengths kept independent."""
+    _independent_lengths()
+    model.compile_layers(lambda layer: torch.compile(layer, dynamic=True, **compile_options))
+
+
+def _independent_lengths() -> None:
+    """Turn off Dynamo's "duck sizing", which gives dimensions of equal size one symbol.
+
+    Token-bucketed batches often have equally long source and target sides, so a first graph traced
+    on such a batch assumed S == T, and the first batch where they differ recompiled the whole model
+    and its backward (23 s on 2 CPU cores for a tiny model, results/cpu/compile_recompile_duck_on.log).
+    With duck sizing off, S and T are separate symbols from the start. Other specialisations remain:
+    size 1, and on the GPU Inductor's guards on a length being a multiple of 8 (the one recompilation
+    seen on the H100, results/bench/compile_diag.log), so a few graphs per process are still expected;
+    each is a one-time cost that a long run amortises (docs/PERFORMANCE.md).
+
+    The setting is process-wide (a torch.fx setting, private API) and stays off for every later
+    torch.compile in the process.
     """
     import torch.fx.experimental._config as fx_config
     fx_config.use_duck_shape = False
-    return torch.compile(module, dynamic=True, **compile_options)
 
 
 def barrier(env: Distributed) -> None:

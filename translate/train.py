@@ -32,7 +32,7 @@ from translate.guards import check_divergence, handle_bad_step
 from translate.loss import LossSums, linear_label_smoothed_cross_entropy
 from translate.metrics import Interval, RunLogger, format_perplexity, format_record
 from translate.model import Transformer
-from translate.runtime import (Distributed, StopSignals, barrier, check_run_dir, compile_for_varying_shapes,
+from translate.runtime import (Distributed, StopSignals, barrier, check_run_dir, compile_layers,
                                create_run_dir, setup_distributed)
 from translate.schedule import lr_at
 from translate.tokenizer import PAD_ID, Tokenizer
@@ -91,12 +91,12 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                  f"(epoch {state.epoch}, batch {state.position})")
     log.line(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; device {env.device}, "
              f"precision {precision.value}, world size {env.world_size}")
+    if cfg.train.compile:
+        compile_layers(model)
     train_model = model
     if env.world_size > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    if cfg.train.compile:
-        train_model = compile_for_varying_shapes(train_model)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if precision == Precision.BF16 else torch.float16)
                 if precision != Precision.FP32 else nullcontext())
 
@@ -175,19 +175,21 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
 # One step
 
 
-def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: float, autocast) -> LossSums:
+def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: float, autocast,
+               compiled: bool = False) -> LossSums:
     """Teacher-forced loss sums of one batch (on the model's device).
 
     The model returns decoder states; only the non-pad ones (batch.target_index) go through the
     output projection and the loss, fused, so the (tokens × vocabulary) float32 logits are never
-    held whole. `model` may be the DDP / compiled wrapper; `output_weight` is the projection matrix.
+    held whole. `model` may be the DDP wrapper; `output_weight` is the projection matrix.
+    compiled (train.compile): the loss's elementwise passes through torch.compile.
     """
     with autocast:
         hidden = model(batch.src, batch.tgt_in, batch.src == PAD_ID, return_hidden=True)  # (B, T, D)
     hidden = hidden.flatten(0, 1).index_select(0, batch.target_index)  # (N, D) non-pad targets only
     compute_dtype = autocast.fast_dtype if isinstance(autocast, torch.autocast) else None  # matmuls as autocast's
     return linear_label_smoothed_cross_entropy(hidden, output_weight, batch.targets, epsilon=epsilon,
-                                               compute_dtype=compute_dtype)
+                                               compute_dtype=compute_dtype, compiled=compiled)
 
 
 def _forward_backward(train_model, output_weight: torch.Tensor, step_batches: list[Batch], cfg: Config,
@@ -204,7 +206,8 @@ def _forward_backward(train_model, output_weight: torch.Tensor, step_batches: li
         last = i == len(step_batches) - 1
         sync = nullcontext() if last or env.world_size == 1 else train_model.no_sync()
         with sync:
-            sums = batch_loss(train_model, output_weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast)
+            sums = batch_loss(train_model, output_weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast,
+                              compiled=cfg.train.compile)
             scaler.scale(sums.loss / denominator).backward()
         totals += torch.stack([sums.loss.detach(), sums.nll.detach(), sums.n_correct.detach().float()])
     return totals
@@ -244,7 +247,8 @@ def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Dist
     totals = torch.zeros(4, dtype=torch.float64, device=env.device)
     for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
         batch = collate_corpus(corpus, idx).to(env.device)
-        sums = batch_loss(model, model.output_proj.weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast)
+        sums = batch_loss(model, model.output_proj.weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast,
+                          compiled=cfg.train.compile)
         totals += torch.stack([sums.loss, sums.nll, sums.n_tokens, sums.n_correct]).double()
     if env.world_size > 1 and len(batches) >= env.world_size:
         dist.all_reduce(totals)
