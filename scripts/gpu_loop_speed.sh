@@ -19,6 +19,12 @@ OUT=${OUT:-results/loop_speed}
 RUNS=${RUNS:-/tmp/loop_runs}
 NEVER=1000000  # steps: no periodic validation or checkpoint inside the timed loop
 EVAL_EVERY=${EVAL_EVERY:-$NEVER}
+for system in $SYSTEMS; do  # every name checked before any GPU time is spent
+  case $system in
+    translate | translate_compiled | peer_marian) ;;
+    *) echo "unknown system in SYSTEMS: $system (translate, translate_compiled, peer_marian)" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT" "$RUNS"
 python3 -m translate prepare --config "$CONFIG" > "$OUT/prepare.log"
 
@@ -39,7 +45,6 @@ for system in $SYSTEMS; do
       python3 scripts/peer_marian.py --config "$CONFIG" --max-time "$SECONDS_BUDGET" --eval-every "$EVAL_EVERY" \
         --output "$OUT/peer_marian.json" --hyp "$OUT/hyp_peer_marian.txt" --metrics "$OUT/metrics_peer_marian.jsonl" \
         > "$OUT/peer_marian.log" 2>&1 ;;
-    *) echo "unknown system in SYSTEMS: $system (translate, translate_compiled, peer_marian)" >&2; exit 2 ;;
   esac
 done
 PYTHONPATH=scripts python3 - "$OUT" "$SKIP" $SYSTEMS <<'PY' | tee "$OUT/loop_speed.txt"
@@ -50,12 +55,15 @@ out, skip, names = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
 rates = {}
 for name in names:
     train, _ = split_records(read_jsonl(out / f"metrics_{name}.jsonl"))
-    rates[name] = statistics.median(r["tgt_tokens_per_s"] for r in train if r["step"] > skip)
-    intervals = sum(r["step"] > skip for r in train)
+    after = [r["tgt_tokens_per_s"] for r in train if r["step"] > skip]
+    if not after:  # e.g. a compiled loop whose compilation took most of its seconds
+        print(f"{name}: {train[-1]['step'] if train else 0} steps logged, no interval after step {skip}: no rate")
+        continue
+    rates[name] = statistics.median(after)
     print(f"{name}: {train[-1]['step']} steps logged; median target tokens/s after step {skip}: "
-          f"{rates[name]:,.0f} over {intervals} intervals")
+          f"{rates[name]:,.0f} over {len(after)} intervals")
 for reference in ("peer_marian", "translate"):
     for name in names:
-        if reference in rates and name != reference and not (reference == "translate" and name == "peer_marian"):
+        if reference in rates and name in rates and name != reference and (reference, name) != ("translate", "peer_marian"):
             print(f"{name} / {reference}: {rates[name] / rates[reference]:.2f}x")
 PY

@@ -142,7 +142,7 @@ def pyplot():
 
 
 COLORS = {0.0: "tab:blue", 0.1: "tab:orange", 0.2: "tab:green"}
-MARKERS = {"v3": "^:", "v4": "P--", "v5": "o-", "v6": "-"}  # the versions plotted (v1/v2: v3's recipe, earlier code)
+MARKERS = {"v3": "^:", "v4": "P--", "v5": "o-", "v6": "s-."}  # the versions plotted (v1/v2: v3's recipe, earlier code)
 PEER_MARKERS = {"v3": "D--", "v4": "D-"}
 
 
@@ -893,8 +893,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers
         "",
         *recipe_section(newstest, smoke),
         "",
-        *v6_section(v6, v5),
-        "",
+        *(v6_section(v6, v5) + [""] if v6 else []),
         *v5_section(v5, v4, fig),
         "",
         *v4_section(v4, peers["v4"], v3, peers["v3"], fig),

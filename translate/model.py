@@ -241,9 +241,12 @@ class Transformer(nn.Module):
         """Run the uncached path (training, validation, encoding for decoding) through
         compile_layer(layer) for every layer (runtime.compile_layers passes torch.compile).
 
-        Per layer rather than the whole model: layers of one class share one compiled graph, so compiling
-        costs about one encoder and one decoder layer instead of twelve, and the fused loss, the embeddings
-        and the cached decoding steps (whose shapes change every step) stay outside it.
+        Per layer rather than the whole model: layers of one class share one compiled graph per mode
+        (training; validation's eval mode without gradients is a second), so compiling costs about one
+        encoder and one decoder layer instead of twelve. Outside the graphs: the embeddings, the
+        decoder's cross-attention keys and values (`memory_kv`), the final norms, the fused loss (compiled
+        apart by `train.compile`), and
+        the cached decoding steps, whose shapes change at every step.
         """
         self._uncached_layers = ([compile_layer(layer) for layer in self.encoder_layers],
                                  [compile_layer(layer) for layer in self.decoder_layers])
@@ -308,7 +311,7 @@ class Transformer(nn.Module):
         memory_mask = ~src_pad_mask[:, None, None, :]  # (B, 1, 1, S) True = attend
         x = self._embed(self.tgt_embed, tgt, start)
         if cache is None:
-            for layer, uncached in zip(self.decoder_layers, self._uncached_layers[1]):
+            for layer, uncached in zip(self.decoder_layers, self._uncached_layers[1], strict=True):
                 x = uncached(x, memory_kv=layer.cross_attn.memory_kv(memory), memory_mask=memory_mask)
         else:
             for i, layer in enumerate(self.decoder_layers):
