@@ -219,7 +219,7 @@ def plot_figures(m30k: list[Run], newstest: dict[str, list[Run]], peers: dict[st
                     [r.calibs["best"]["bins"] for r in group], eps) for eps, group in by_eps(m30k).items()]
     names.append(plot_reliability(plt, m30k_curves, out / "m30k_reliability.png",
                                   "Multi30k dev reliability, 3 seeds pooled, 15 bins"))
-    for version in ("v3", "v4", "v5"):  # the versions whose sections show a reliability diagram
+    for version in ("v3", "v4", "v5", "v6"):  # the versions whose sections show a reliability diagram
         runs = newstest.get(version, [])
         if runs and all("bins" in r.calibs.get("best", {}) for r in runs):
             curves = [(f"ε = {r.eps}, best checkpoint (ECE {r.calibs['best']['ece']:.3f})",
@@ -352,7 +352,7 @@ def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run]) ->
                  f"there, {a.valid[-1]['bleu']:.2f} at the end): part of the best-checkpoint gap is that rule, and "
                  "the averages, over the same steps, are the like-for-like comparison.")
     text += (" Across the versions, which share the seed and the batch order but stop at different steps (v4 and "
-             "v5 with post-norm layers and HF initialisation), the best-checkpoint test-BLEU difference "
+             "later with post-norm layers and HF initialisation), the best-checkpoint test-BLEU difference "
              "ε = 0.1 − ε = 0 was " + ", ".join(f"{d:+.2f} ({v})" for v, d in deltas.items()) + ": "
              + ("its sign changed from run to run. " if len(signs) > 1 else "the same sign each time. "))
     text += (f"There is no seed spread on this track; on Multi30k the test-BLEU std over seeds was up to "
@@ -636,12 +636,12 @@ def steps_per_second(run: Run) -> float:
     return run.train[-1]["step"] / run.train_seconds
 
 
-def v5_section(v5: list[Run], v4: list[Run], fig: dict[str, str]) -> list[str]:
+def v5_section(v5: list[Run], v4: list[Run], fig: dict[str, str], *, latest: bool) -> list[str]:
     eps01, eps0 = arms(v5)
     v4_eps01 = arms(v4)[0]
     budget = float(eps01.config("train.max_time"))
     return [
-        f"### v5 (the latest with both arms): the v4 recipe for {budget:.0f} s, {eps01.steps} steps, each arm alone on the GPU",
+        f"### v5{' (the latest with both arms)' if latest else ''}: the v4 recipe for {budget:.0f} s, {eps01.steps} steps, each arm alone on the GPU",
         "",
         f"`configs/trainmix_postnorm.yaml` as in v4 (seed {eps01.seed}): translate ε = 0.1 for {budget:.0f} s of "
         f"training loop ({eps01.steps} steps, epoch {eps01.train[-1]['epoch']} of the train-mix), then ε = 0 for the "
@@ -682,40 +682,56 @@ def same_numbers(run: Run, earlier: Run) -> tuple[int, int]:
     return same, len(shared)
 
 
-def v6_section(v6: list[Run], v5: list[Run]) -> list[str]:
-    """v6, the ~20-minute arms, trained a session apart; until its ε = 0 arm has run, the ε = 0.1 arm."""
-    run, v5_run = arms(v6)[0], arms(v5)[0]
-    same, shared = same_numbers(run, v5_run)
-    last_shared = max(step for step in (r["step"] for r in v5_run.train) if step <= run.steps)
-    best, last = best_record(run.valid), run.valid[-1]
-    top = max(run.valid, key=lambda r: r["bleu"])
+# How the v6 folder's ε = 0 arm is produced: the same calls from a copy of the ε = 0.1 arm's code.
+V6_EPS0_COMMANDS = """\
+git archive 580e05e --prefix=.v6code/ | tar -x && cd .v6code   # the code the ε = 0.1 arm ran
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 MODE=train OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 490
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 540
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 STEPS={steps} MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 170
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 MODE=eval OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh"""
+
+
+def v6_section(v6: list[Run], v5: list[Run], fig: dict[str, str]) -> list[str]:
+    """v6, the ~20-minute arms, trained a session apart (each arm's first steps are v5's, to the bit)."""
+    eps01, v5_eps01 = arms(v6)[0], arms(v5)[0]
     pending = len(v6) < 2
+    reruns = []
+    for run, earlier in zip(arms(v6), arms(v5)):
+        same, shared = same_numbers(run, earlier)
+        last_shared = max(r["step"] for r in earlier.train if r["step"] <= run.steps)
+        reruns.append(f"ε = {run.eps}: {same} of the {shared} training and validation records it shares with "
+                      f"v5's arm (up to step {last_shared})")
+    best, last = best_record(eps01.valid), eps01.valid[-1]
+    top = max(eps01.valid, key=lambda r: r["bleu"])
+    commands = V6_COMMANDS + ("" if pending else "\n" + V6_EPS0_COMMANDS.format(steps=eps01.steps))
     return [
-        f"### v6{' (ε = 0 to run)' if pending else ''}: the v5 recipe for {run.train_seconds:.0f} s per arm, "
-        f"{run.steps} steps",
+        f"### v6{' (ε = 0 to run)' if pending else ' (the latest)'}: the v5 recipe for "
+        f"{eps01.train_seconds:.0f} s, {eps01.steps} steps, each arm alone on the GPU",
         "",
-        f"The issue's ~20 minutes per arm: translate ε = 0.1 for {run.train_seconds:.0f} s of training loop "
-        f"({run.steps} steps, epoch {run.train[-1]['epoch']} of the train-mix) in three calls on one machine (a run "
-        f"and two resumes), alone on {DEVICE}, then its evaluation. Training is deterministic for a code version: "
-        f"{same} of the {shared} training and validation records it shares with v5's ε = 0.1 arm (up to step "
-        f"{last_shared}) carry the same loss, NLL, accuracy, gradient norm and dev BLEU, on another machine. "
+        f"The issue's ~20 minutes per arm: translate ε = 0.1 for {eps01.train_seconds:.0f} s of training loop "
+        f"({eps01.steps} steps, epoch {eps01.train[-1]['epoch']} of the train-mix) in three calls on one machine "
+        f"(a run and two resumes), alone on {DEVICE}, then its evaluation"
+        + (". " if pending else f"; in a later session, ε = 0 for the same {eps01.steps} steps from the same code. ")
+        + "Training is deterministic for a code version: the logged numbers (loss, NLL, accuracy, gradient norm, "
+        "dev BLEU) equal v5's for " + "; ".join(reruns) + ", on other machines. "
         + ("So the ε = 0 arm, which did not fit in the same session's device time, runs in a later one, from the "
            "same code, for the same steps (`results/trainmix_v6/README.md` has its calls). " if pending else "")
         + "With `$W` the results folder:",
         "",
         "```bash",
-        V6_COMMANDS,
+        commands,
         "```",
         "",
+        *([] if pending else [average_caveat(v6), ""]),
         newstest_table(v6),
         "",
-        f"Dev NLL lowest at step {best['step']} ({best['nll']:.3f}), {last['nll']:.3f} at the end, while the "
-        f"training-batch NLL went {train_nll_before(run, best['step']):.2f} → "
-        f"{train_nll_before(run, run.train[-1]['step']):.2f}: the model memorises the 257k pairs. Greedy dev BLEU "
-        f"kept creeping up ({best['bleu']:.2f} at step {best['step']}, {last['bleu']:.2f} at the end, "
-        f"{top['bleu']:.2f} at its highest, step {top['step']}), but test BLEU did not follow: "
-        f"{run.evals['avg']['bleu']:.2f} for the average of steps {', '.join(map(str, averaged_steps(run)))} "
-        f"against {v5_run.evals['avg']['bleu']:.2f} for v5's average at {v5_run.steps} steps.",
+        "Dev NLL over the run: " + "; ".join(dev_nll_course(r) for r in arms(v6)) + ". "
+        f"ε = 0.1's greedy dev BLEU kept creeping up ({best['bleu']:.2f} at step {best['step']}, "
+        f"{last['bleu']:.2f} at the end, {top['bleu']:.2f} at its highest, step {top['step']}), but its test BLEU "
+        f"did not follow: {eps01.evals['avg']['bleu']:.2f} for the average of steps "
+        f"{', '.join(map(str, averaged_steps(eps01)))} against {v5_eps01.evals['avg']['bleu']:.2f} for v5's "
+        f"average at {v5_eps01.steps} steps.",
+        *reliability_figure("v6", fig),
     ]
 
 
@@ -728,7 +744,10 @@ def speedup_since(old: list[Run], new: list[Run]) -> str:
             "equal-time comparison with the peer has not been rerun.")
 
 
-def eps_headline(runs: list[Run]) -> str:
+ISSUE_SECONDS = 1000  # the issue asks for ~20 minutes of training per arm; this much counts as that
+
+
+def eps_headline(version: str, runs: list[Run]) -> str:
     """The label-smoothing headline: the latest newstest version's two arms, same seed and steps."""
     b, a = arms(runs)                                   # b: ε = 0.1, a: ε = 0
     ppl = {r.eps: math.exp(best_record(r.valid)["nll"]) for r in (a, b)}
@@ -746,7 +765,7 @@ def eps_headline(runs: list[Run]) -> str:
     else:
         ppl_text = f"higher with smoothing, as in the paper ({VASWANI[0.0][0]} → {VASWANI[0.1][0]})"
     return (
-        f"**Label-smoothing headline (newstest run v5: Transformer-base on the 257k-pair train-mix, one seed, "
+        f"**Label-smoothing headline (newstest run {version}: Transformer-base on the 257k-pair train-mix, one seed, "
         f"{b.steps} steps per arm, each alone on the GPU).** ε = 0.1 vs ε = 0 on newstest2014: test BLEU "
         f"{b.evals['avg']['bleu']:.2f} vs {a.evals['avg']['bleu']:.2f} "
         f"({b.evals['avg']['bleu'] - a.evals['avg']['bleu']:+.2f}) for the average of the checkpoints of steps "
@@ -755,8 +774,10 @@ def eps_headline(runs: list[Run]) -> str:
         f"{b.best_step} / {a.best_step}); chrF {b.evals['avg']['chrf']:.2f} vs {a.evals['avg']['chrf']:.2f} and "
         f"{b.evals['best']['chrf']:.2f} vs {a.evals['best']['chrf']:.2f}. Dev perplexity (best checkpoint) "
         f"{ppl[0.1]:.1f} vs {ppl[0.0]:.1f}: {ppl_text}. Dev ECE {ece[0.1]:.3f} vs {ece[0.0]:.3f}. "
-        f"{float(b.config('train.max_time')):.0f} s of training per arm, not the issue's ~20 minutes (device "
-        "time); one seed, so no spread to judge the differences against (the reading below)."
+        f"{b.train_seconds:.0f} s of training for ε = 0.1"
+        + (" (the issue's ~20 minutes); " if b.train_seconds >= ISSUE_SECONDS else
+           ", not the issue's ~20 minutes (device time); ")
+        + "one seed, so no spread to judge the differences against (the reading below)."
     )
 
 
@@ -860,6 +881,8 @@ def earlier_section(v1: list[Run], v2: list[Run], m30k_runs: int, seconds: dict[
 def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers: dict[str, Peer], bench: Bench,
            smoke: Smoke, figures_rel: str, figures: list[str]) -> str:
     v1, v2, v3, v4, v5 = (newstest[v] for v in ("v1", "v2", "v3", "v4", "v5"))
+    # v6's arms ran a session apart: it leads once both are in (the cross-version tables stay v1-v5)
+    latest, newstest_latest = ("v6", v6) if len(v6) == 2 else ("v5", v5)
     all_runs = m30k + [r for runs in newstest.values() for r in runs]
     bleu_sig, chrf_sig = signatures(all_runs, peers)
     seconds = {name: f'{float(runs[0].config("train.max_time")):.0f}'
@@ -878,7 +901,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers
         "translate). Dev NLL and perplexity are the plain NLL per target token (never the smoothed loss); ECE "
         "uses 15 equal-width confidence bins over dev tokens under teacher forcing (`scripts/calibrate.py`).",
         "",
-        eps_headline(v5),
+        eps_headline(latest, newstest_latest),
         "",
         equal_time_headline(equal_time, eps0) + " " + speedup_since(v4, v5),
         "",
@@ -893,8 +916,8 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers
         "",
         *recipe_section(newstest, smoke),
         "",
-        *(v6_section(v6, v5) + [""] if v6 else []),
-        *v5_section(v5, v4, fig),
+        *(v6_section(v6, v5, fig) + [""] if v6 else []),
+        *v5_section(v5, v4, fig, latest=latest == "v5"),
         "",
         *v4_section(v4, peers["v4"], v3, peers["v3"], fig),
         "",
@@ -905,7 +928,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers
         "## Reading",
         "",
         *reading(m30k, seconds["m30k"]),
-        eps_reading("v5", newstest, m30k),
+        eps_reading(latest, {**newstest, latest: newstest_latest}, m30k),
         equal_time_bullet(equal_time, eps0, bench),
         *peer_reading(group, v3, peers["v3"], bench, smoke),
         *earlier_reading({"v1": v1, "v2": v2}),

@@ -413,15 +413,16 @@ def with_eps0_overfitting(runs):
 
 def test_eps_headline_and_overfitting(track):
     runs, _ = track
-    head = report.eps_headline(runs)
-    assert "one seed, 1554 steps per arm" in head
+    head = report.eps_headline("v5", runs)
+    assert "newstest run v5: Transformer-base on the 257k-pair train-mix, one seed, 1554 steps per arm" in head
+    assert f"{runs[0].train_seconds:.0f} s of training for ε = 0.1, not the issue's ~20 minutes" in head
     assert ("test BLEU 2.40 vs 2.11 (+0.29) for the average of the checkpoints of steps 500, 1000, 1500 (the same "
             "steps in both arms), and 6.00 vs 5.27 (+0.73) for the checkpoints of lowest dev NLL (steps 1554 / 1553)") in head
     assert "Dev perplexity (best checkpoint) 80.6 vs 78.3: higher with smoothing, as in the paper" in head
     assert not any(report.overfits(r) for r in runs)
     overfit = with_eps0_overfitting(runs)
     assert [report.overfits(r) for r in overfit] == [True, False]
-    head = report.eps_headline(overfit)
+    head = report.eps_headline("v5", overfit)
     assert "80.6 vs 90.0: lower with smoothing, against the paper (newstest2013 PPL 4.67 → 4.92)" in head
     assert "and ε = 0 then overfit these 257k pairs (its dev NLL lowest at step 1000, rising after)" in head
     assert "lower one at every validation" not in head  # the arms share steps 500 and 1000, where ε = 0 is lower
@@ -508,7 +509,7 @@ def test_report_renders_from_real_results():
     assert "then ε = 0 for the same 5137 steps" in text and "EPS=0.0 STEPS=5137" in text
     assert "| post-norm, hf init, dropout 0.3 | v4 | 6.279 | 4.950 | 3.983 |" in text
     # v6's ε = 0.1 arm reran v5's first steps on another machine with the same numbers
-    assert "112 of the 112 training and validation records it shares with v5's ε = 0.1 arm (up to step 5100)" in text
+    assert "ε = 0.1: 112 of the 112 training and validation records it shares with v5's arm (up to step 5100)" in text
     assert "| 0.1 | 13664 | 1203 | avg of steps 12500, 13000, 13500 | 3.548 |" in text
 
 
@@ -522,3 +523,16 @@ def test_same_numbers_compares_the_numbers_of_shared_steps_not_the_clocks(track)
     assert report.same_numbers(drifted, run) == (shared - 1, shared)
     shorter = dataclasses.replace(run, train=run.train[:2], valid=[])
     assert report.same_numbers(shorter, run) == (2, 2)
+
+
+def test_v6_section_waits_for_its_second_arm_then_compares_both(track):
+    runs, _ = track
+    one = report.v6_section(runs[1:], runs, {})  # ε = 0.1 alone (arms() puts it first)
+    assert one[0].startswith("### v6 (ε = 0 to run)") and "runs in a later one, from the same code" in one[2]
+    assert "EPS=0.0" not in "\n".join(one) and "Averaging the checkpoints" not in "\n".join(one)
+    both = "\n".join(report.v6_section(runs, runs, {"trainmix_v6_reliability.png": "figures/x.png"}))
+    assert both.startswith("### v6 (the latest)") and "ε = 0 for the same 1554 steps from the same code" in both
+    assert "EPS=0.0 STEPS=1554 MODE=resume" in both and "Averaging the checkpoints" in both
+    shared = len(runs[0].train) + len(runs[0].valid)
+    assert f"ε = 0.0: {shared} of the {shared} training and validation records" in both  # compared with itself
+    assert "![Newstest v6 reliability](figures/x.png)" in both
