@@ -1,6 +1,7 @@
 """prepare: cleaning counts, tokenizer ids, the content-keyed cache; token-budget batching."""
 
 import errno
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -87,7 +88,7 @@ def test_full_disk_while_caching_is_one_error_and_leaves_no_half_cache(tmp_path,
     real_save = np.save
 
     def full_after_two(file, array, **kwargs):  # the third array of a split finds the disk full
-        if len(list(Path(file).parent.glob("*.npy"))) >= 2:
+        if len(list(Path(file.name).parent.glob("*.npy"))) >= 3:  # (the third's file is open already)
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(file, array, **kwargs)
 
@@ -98,6 +99,25 @@ def test_full_disk_while_caching_is_one_error_and_leaves_no_half_cache(tmp_path,
     assert [p.name for p in (tmp_path / "data").glob("tok-*/*")] == ["spm.model"]  # no split, no .tmp
     monkeypatch.setattr(np, "save", real_save)
     assert len(prepare(cfg, verbose=False).train) == len(PAIRS)
+
+
+def test_cache_files_reach_the_disk_before_the_cache_is_complete(tmp_path, monkeypatch):
+    """Every array and meta.json is fsynced under the temporary name, then the directory after the
+    rename: a power loss cannot leave a cache that looks complete but holds empty files."""
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    prepare(files_config(tmp_path), verbose=False)
+    train_dir = next((tmp_path / "data").glob("tok-*/train-*"))
+    files = sorted(p.name for p in train_dir.iterdir())
+    written = [Path(p) for p in synced if Path(p).parent.name == train_dir.name + ".tmp"]
+    assert sorted(p.name for p in written) == files  # each file, while still under the temporary name
+    assert str(train_dir.parent) in synced[synced.index(str(written[-1])):]  # then the rename
 
 
 def test_target_unigram_entropy_counts_eos_and_is_chunk_independent():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -264,20 +265,39 @@ def _keep(src: list[int], tgt: list[int], cfg: Config, counts: CleaningCounts) -
 
 
 def _write_atomically(directory: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write under `NAME.tmp`, then rename: `directory` (and its meta.json, which marks a cache as
-    complete) exists only once every file is written. A failed write removes the temporary directory;
-    one left by a kill is removed by the next build."""
+    """Write under `NAME.tmp`, fsync, then rename: `directory` (and its meta.json, which marks a cache
+    as complete) exists only once every file is on disk, so a crash or power loss cannot leave a cache
+    that looks complete but holds empty files. A failed write removes the temporary directory; one left
+    by a kill is removed by the next build."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
         for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, array)
+                _sync(f)
+        with open(tmp / "meta.json", "w") as f:
+            f.write(json.dumps(meta, indent=2))
+            _sync(f)
         tmp.rename(directory)
+        _sync_directory(directory.parent)  # the rename itself
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _cannot_write(path: Path, error: OSError) -> UserError:
