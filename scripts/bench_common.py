@@ -104,6 +104,13 @@ def matmul_peak_flops(device: torch.device, *, n: int, dtype: torch.dtype, repea
     return 2 * n ** 3 * repeats / timer.seconds
 
 
+def compile_whole_model(module: torch.nn.Module, **compile_options) -> torch.nn.Module:
+    """The peers' compiled twins: torch.compile(dynamic=True) of the whole model, with source and target
+    lengths kept independent as for translate's own compiled layers (`runtime.independent_lengths`)."""
+    runtime.independent_lengths()
+    return torch.compile(module, dynamic=True, **compile_options)
+
+
 def marian_config(dims: dict, *, dropout: float, max_positions: int, attention_dropout: float = 0.0,
                   activation_dropout: float = 0.0):
     """A MarianConfig of the same size as translate's Transformer: post-norm, ReLU, tied joint embeddings,

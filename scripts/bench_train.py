@@ -48,7 +48,7 @@ from translate.batching import Batch, collate, collate_corpus, make_batches  # n
 from translate.config import Config, ModelConfig, OptimConfig  # noqa: E402
 from translate.loss import label_smoothed_cross_entropy  # noqa: E402
 from translate.model import Transformer, sinusoidal_positions  # noqa: E402
-from translate.runtime import compile_for_varying_shapes, compile_layers  # noqa: E402
+from translate.runtime import compile_layers  # noqa: E402
 from translate.tokenizer import EOS_ID, PAD_ID  # noqa: E402
 from translate.train import _build_optimizer, batch_loss  # noqa: E402
 from peer_marian import forward_logits  # noqa: E402  (the peer's own forward: no decoder padding mask)
@@ -193,7 +193,7 @@ def hf_marian_system(dims: dict, device: torch.device, autocast, *, compile_mode
     from transformers import MarianMTModel
     model = MarianMTModel(common.marian_config(dims, dropout=DROPOUT, max_positions=MAX_POSITIONS)).to(device).train()
     optimizer = _adam(model, device)
-    train_model = compile_for_varying_shapes(model) if compile_model else model
+    train_model = common.compile_whole_model(model) if compile_model else model
     return model, _peer_step(model, lambda b: forward_logits(train_model, b), optimizer, device, autocast,
                              dims["vocab_size"])
 
@@ -229,7 +229,7 @@ class TorchTransformer(nn.Module):
 def nn_transformer_system(dims: dict, device: torch.device, autocast, *, compile_model: bool):
     model = TorchTransformer(dims).to(device).train()
     optimizer = _adam(model, device)
-    train_model = compile_for_varying_shapes(model) if compile_model else model
+    train_model = common.compile_whole_model(model) if compile_model else model
     return model, _peer_step(model, lambda b: train_model(b.src, b.tgt_in), optimizer, device, autocast,
                              dims["vocab_size"])
 

@@ -74,21 +74,14 @@ def setup_distributed(cfg: Config) -> Distributed:
     return Distributed(rank=rank, world_size=world_size, device=device)
 
 
-def compile_for_varying_shapes(module: torch.nn.Module, **compile_options) -> torch.nn.Module:
-    """torch.compile(dynamic=True) with source and target lengths kept independent
-    (`_independent_lengths`). The benchmarks compile the peers' whole models with it."""
-    _independent_lengths()
-    return torch.compile(module, dynamic=True, **compile_options)
-
-
 def compile_layers(model: Transformer, **compile_options) -> None:
     """`train.compile`: each layer of the model's uncached path through torch.compile(dynamic=True),
     in place (`Transformer.compile_layers`), with source and target lengths kept independent."""
-    _independent_lengths()
+    independent_lengths()
     model.compile_layers(lambda layer: torch.compile(layer, dynamic=True, **compile_options))
 
 
-def _independent_lengths() -> None:
+def independent_lengths() -> None:
     """Turn off Dynamo's "duck sizing", which gives dimensions of equal size one symbol.
 
     Token-bucketed batches often have equally long source and target sides, so a first graph traced
