@@ -62,8 +62,10 @@ for name in names:
     rates[name] = statistics.median(after)
     print(f"{name}: {train[-1]['step']} steps logged; median target tokens/s after step {skip}: "
           f"{rates[name]:,.0f} over {len(after)} intervals")
-for reference in ("peer_marian", "translate"):
-    for name in names:
-        if reference in rates and name in rates and name != reference and (reference, name) != ("translate", "peer_marian"):
-            print(f"{name} / {reference}: {rates[name] / rates[reference]:.2f}x")
+# every loop against the peer, then every translate variant against the eager loop
+pairs = [(n, "peer_marian") for n in names if n != "peer_marian"]
+pairs += [(n, "translate") for n in names if n not in ("translate", "peer_marian")]
+for name, reference in pairs:
+    if name in rates and reference in rates:
+        print(f"{name} / {reference}: {rates[name] / rates[reference]:.2f}x")
 PY

@@ -24,7 +24,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from report_common import best_record, read_jsonl, split_records  # noqa: E402
 from translate.config import load_config  # noqa: E402
 from translate.errors import UserError  # noqa: E402
 
@@ -71,9 +73,8 @@ def train_variant(config: Path, name: str, overrides: list[str], *, seconds: flo
 
 def summarise(name: str, overrides: list[str], records: list[dict]) -> dict:
     """One variant's row: steps, best greedy dev BLEU and dev NLL (and their steps), the final dev NLL."""
-    train = [r for r in records if r["kind"] == "train"]
-    valid = [r for r in records if r["kind"] == "valid"]
-    best_nll = min(valid, key=lambda r: r["nll"])
+    train, valid = split_records(records)
+    best_nll = best_record(valid)
     row = {"variant": name, "overrides": overrides, "steps": max(r["step"] for r in train + valid),
            "tgt_tokens_per_s": statistics.median(r["tgt_tokens_per_s"] for r in train) if train else None,
            "best_nll": best_nll["nll"], "best_nll_step": best_nll["step"], "final_nll": valid[-1]["nll"]}
@@ -111,8 +112,7 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"recipe_sweep: error: {e}", file=sys.stderr)
         return 2
-    rows = [summarise(name, overrides, [json.loads(line) for line in
-                                        (args.output / f"metrics_{name}.jsonl").read_text().splitlines()])
+    rows = [summarise(name, overrides, read_jsonl(args.output / f"metrics_{name}.jsonl"))
             for name, *overrides in args.variant]
     summary = {"config": str(args.config), "seconds": args.seconds, "variants": rows}
     (args.output / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")

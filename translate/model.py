@@ -245,8 +245,7 @@ class Transformer(nn.Module):
         (training; validation's eval mode without gradients is a second), so compiling costs about one
         encoder and one decoder layer instead of twelve. Outside the graphs: the embeddings, the
         decoder's cross-attention keys and values (`memory_kv`), the final norms, the fused loss (compiled
-        apart by `train.compile`), and
-        the cached decoding steps, whose shapes change at every step.
+        apart by `train.compile`), and the cached decoding steps, whose shapes change at every step.
         """
         self._uncached_layers = ([compile_layer(layer) for layer in self.encoder_layers],
                                  [compile_layer(layer) for layer in self.decoder_layers])
