@@ -110,6 +110,18 @@ def load_track(folder: Path) -> list[Run]:
     return sorted(runs, key=lambda r: (r.eps, r.seed))
 
 
+def run_gpu(run: Run) -> str | None:
+    """The GPU a run trained on, from the `nvidia-smi --query-gpu=name,... --format=csv` output saved
+    beside it (with or without its header line): gpu_{tag}.txt for an arm trained apart from the rest
+    of its folder, else gpu.txt."""
+    for name in (f"gpu_{run.tag}.txt", "gpu.txt"):
+        path = run.folder / name
+        if path.is_file():
+            rows = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("name")]
+            return rows[0].split(",")[0].strip()
+    return None
+
+
 def load_peer(folder: Path) -> Peer | None:
     """The peer of a results folder (peer_marian.json + metrics_peer_marian.jsonl), None without one."""
     summary = folder / "peer_marian.json"

@@ -24,13 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report_common import (  # noqa: E402
     DASH, Bench, Change, Peer, Run, Smoke, Stat, Verdict, arms, averaged_steps, best_record, compare,
     describe_change, fmt, fmt_int, fmt_lr, fmt_stat, gain_over_last_interval, identical_prefix, load_bench, load_peer,
-    load_smoke, load_track, markdown_table, mean_std, median_tokens_per_s, pool_bins, shared_steps,
+    load_smoke, load_track, markdown_table, mean_std, median_tokens_per_s, pool_bins, run_gpu, shared_steps,
     value_at_step)
 from report_peer import (equal_time_bullet, equal_time_headline, in_budget_steps, nll_trace,  # noqa: E402
                          our_system, parameter_note, peer_reading, peer_system, peer_table, speed_ratio_table,
                          systems)
 
-DEVICE = "one NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)"
+GPU = "NVIDIA H100 80GB HBM3"  # where every run trained unless its folder's gpu files say otherwise
+TORCH = "torch 2.11.0+cu130"    # on every GPU these runs used
+DEVICE = f"one {GPU} ({TORCH})"
 # Vaswani et al. 2017, Table 3, newstest2013 dev, single runs: epsilon -> (dev PPL, dev BLEU).
 VASWANI = {0.0: (4.67, 25.3), 0.1: (4.92, 25.8), 0.2: (5.47, 25.7)}
 # How the v3 folder was produced ($W = the results folder); {budget} is its train.max_time.
@@ -302,6 +304,30 @@ def reading(m30k: list[Run], budget_s: str) -> list[str]:
     return lines
 
 
+def bleu_after_best(run: Run) -> str:
+    """Greedy dev BLEU at the best checkpoint, at its highest later on (if not the end) and at the end."""
+    at_best, last = value_at_step(run.valid, run.best_step, "bleu"), run.valid[-1]
+    top = max((r for r in run.valid if r["step"] > run.best_step), key=lambda r: r["bleu"])
+    peak = "" if top is last else f", {top['bleu']:.2f} at its highest (step {top['step']})"
+    return f"{at_best:.2f} there{peak}, {last['bleu']:.2f} at the end"
+
+
+def gpu_noise_note(run: Run, earlier: Run, *, gap: float) -> str:
+    """What rerunning one arm (same code, seed, batches) on another GPU kind changed: a floor under the
+    run-to-run noise that a second seed would add to."""
+    steps = shared_steps(run.valid, earlier.valid)
+    nll = max(abs(value_at_step(run.valid, s, "nll") - value_at_step(earlier.valid, s, "nll")) for s in steps)
+    bleu = max(abs(value_at_step(run.valid, s, "bleu") - value_at_step(earlier.valid, s, "bleu")) for s in steps)
+    ours, theirs = run.evals["best"]["bleu"], earlier.evals["best"]["bleu"]
+    return (f"The same arm (ε = {run.eps}, same code, seed and batches) on two GPU kinds ({run_gpu(run)} here, "
+            f"{run_gpu(earlier)} in the shorter earlier run) differed by up to {nll:.3f} nats of dev NLL and "
+            f"{bleu:.2f} greedy dev BLEU at the {len(steps)} validations both made, and its best checkpoints (steps "
+            f"{run.best_step} / {earlier.best_step}) scored test BLEU {ours:.2f} vs {theirs:.2f}: "
+            f"{abs(ours - theirs):.2f} BLEU of noise from the hardware's rounding alone, a floor under what a second "
+            f"seed would move, {'below' if abs(ours - theirs) < abs(gap) else 'not below'} the {gap:+.2f} between the "
+            "averages.")
+
+
 def earlier_reading(newstest: dict[str, list[Run]]) -> list[str]:
     """One bullet per earlier newstest version: one seed per arm, reported but not interpreted."""
     lines = []
@@ -319,8 +345,10 @@ def earlier_reading(newstest: dict[str, list[Run]]) -> list[str]:
     return lines
 
 
-def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run]) -> str:
-    """The ε comparison of the latest newstest version: one seed, so what it can and cannot show."""
+def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run],
+                rerun: tuple[Run, Run] | None = None) -> str:
+    """The ε comparison of the latest newstest version: one seed, so what it can and cannot show;
+    `rerun`, an arm and an earlier run of it on another GPU kind, measures some of the noise."""
     b, a = arms(newstest[latest])                      # b: ε = 0.1, a: ε = 0
     best = {r.eps: r.evals["best"] for r in (a, b)}
     avg = {r.eps: r.evals["avg"] for r in (a, b)}
@@ -348,9 +376,10 @@ def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run]) ->
         f"{best_record(b.valid)['nll']:.3f} vs {best_record(a.valid)['nll']:.3f}.")
     if overfits(a) and a.best_step < b.best_step:
         text += (f" Choosing the checkpoint by dev NLL takes ε = 0's from step {a.best_step}, before it overfit, "
-                 f"while its BLEU was still rising (greedy dev BLEU {value_at_step(a.valid, a.best_step, 'bleu'):.2f} "
-                 f"there, {a.valid[-1]['bleu']:.2f} at the end): part of the best-checkpoint gap is that rule, and "
-                 "the averages, over the same steps, are the like-for-like comparison.")
+                 f"while its greedy dev BLEU had yet to peak ({bleu_after_best(a)}): part of the best-checkpoint gap "
+                 "is that rule, and the averages, over the same steps, are the like-for-like comparison.")
+    if rerun is not None:
+        text += " " + gpu_noise_note(*rerun, gap=avg_gap)
     text += (" Across the versions, which share the seed and the batch order but stop at different steps (v4 and "
              "later with post-norm layers and HF initialisation), the best-checkpoint test-BLEU difference "
              "ε = 0.1 − ε = 0 was " + ", ".join(f"{d:+.2f} ({v})" for v, d in deltas.items()) + ": "
@@ -473,7 +502,7 @@ def average_caveat(runs: list[Run]) -> str:
             f"{' / '.join(str(r.steps) for r in runs)}) {verdict}: test BLEU of average vs best, {'; '.join(parts)}.")
     best = [best_record(r.valid)["nll"] for r in runs]
     if all(v is not None and v - b > FAR_BEHIND_NATS for v, b in zip(early, best)):
-        text += (f" This early in training the first of them is far behind (dev NLL at step {steps[0]}: "
+        text += (f" The first of them is far behind the best checkpoint (dev NLL at step {steps[0]}: "
                  f"{' / '.join(f'{v:.2f}' for v in early)}, against {' / '.join(f'{v:.2f}' for v in best)} "
                  "at the best).")
     return text
@@ -682,38 +711,60 @@ def same_numbers(run: Run, earlier: Run) -> tuple[int, int]:
     return same, len(shared)
 
 
-# How the v6 folder's ε = 0 arm is produced: the same calls from a copy of the ε = 0.1 arm's code.
+# How the v6 folder's ε = 0 arm was produced: from a copy of the ε = 0.1 arm's code, on a faster GPU,
+# so the second call reached the ε = 0.1 arm's step count.
 V6_EPS0_COMMANDS = """\
 git archive 580e05e --prefix=.v6code/ | tar -x && cd .v6code   # the code the ε = 0.1 arm ran
 CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 MODE=train OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 490
-CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 540
-CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 STEPS={steps} MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 170
+CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 STEPS={steps} MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 540
 CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 MODE=eval OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh"""
 
 
+def device(run: Run) -> str:
+    return f"one {run_gpu(run) or GPU} ({TORCH})"
+
+
+def other_gpu_runs(newstest: dict[str, list[Run]]) -> list[str]:
+    """"v6's ε = 0.0 arm, on one NVIDIA H200" for each newstest arm that did not train on GPU."""
+    return [f"{version}'s ε = {run.eps} arm, on one {run_gpu(run)} (the same torch)" for version, runs in newstest.items()
+            for run in arms(runs) if run_gpu(run) not in (None, GPU)]
+
+
+def rerun_note(run: Run, earlier: Run) -> str:
+    """How a rerun of v5's arm matches it: bit for bit on the same GPU kind; on another, where it parted."""
+    same, shared = same_numbers(run, earlier)
+    last_shared = max(r["step"] for r in earlier.train if r["step"] <= run.steps)
+    text = (f"ε = {run.eps}: {same} of the {shared} training and validation records it shares with v5's arm (up "
+            f"to step {last_shared})")
+    if run_gpu(run) == run_gpu(earlier):
+        return text + f", both on the {run_gpu(run)}"
+    first, theirs = run.train[0], earlier.train[0]
+    return text + (f", the {run_gpu(run)} against v5's {run_gpu(earlier)}: the same batches, but another GPU's "
+                   f"kernels round differently, so the numbers part from the first logged step (step {first['step']}: "
+                   f"accuracy {first['accuracy']:.6f} vs {theirs['accuracy']:.6f}, gradient norm "
+                   f"{first['grad_norm']:.5f} vs {theirs['grad_norm']:.5f}) and drift apart as training goes on")
+
+
 def v6_section(v6: list[Run], v5: list[Run], fig: dict[str, str]) -> list[str]:
-    """v6, the ~20-minute arms, trained a session apart (each arm's first steps are v5's, to the bit)."""
+    """v6, the ~20-minute arms, trained a session apart from the same code (each arm's first steps are
+    v5's, to the bit on the same GPU kind)."""
     eps01, v5_eps01 = arms(v6)[0], arms(v5)[0]
     pending = len(v6) < 2
-    reruns = []
-    for run, earlier in zip(arms(v6), arms(v5)):
-        same, shared = same_numbers(run, earlier)
-        last_shared = max(r["step"] for r in earlier.train if r["step"] <= run.steps)
-        reruns.append(f"ε = {run.eps}: {same} of the {shared} training and validation records it shares with "
-                      f"v5's arm (up to step {last_shared})")
+    reruns = [rerun_note(run, earlier) for run, earlier in zip(arms(v6), arms(v5))]
+    later = "" if pending else (f"; in a later session, ε = 0 for the same {eps01.steps} steps from the same code, "
+                                f"alone on {device(arms(v6)[1])}, in {arms(v6)[1].train_seconds:.0f} s. ")
     best, last = best_record(eps01.valid), eps01.valid[-1]
     top = max(eps01.valid, key=lambda r: r["bleu"])
     commands = V6_COMMANDS + ("" if pending else "\n" + V6_EPS0_COMMANDS.format(steps=eps01.steps))
     return [
         f"### v6{' (ε = 0 to run)' if pending else ' (the latest)'}: the v5 recipe for "
-        f"{eps01.train_seconds:.0f} s, {eps01.steps} steps, each arm alone on the GPU",
+        f"{eps01.train_seconds:.0f} s, {eps01.steps} steps, each arm alone on a GPU",
         "",
         f"The issue's ~20 minutes per arm: translate ε = 0.1 for {eps01.train_seconds:.0f} s of training loop "
         f"({eps01.steps} steps, epoch {eps01.train[-1]['epoch']} of the train-mix) in three calls on one machine "
-        f"(a run and two resumes), alone on {DEVICE}, then its evaluation"
-        + (". " if pending else f"; in a later session, ε = 0 for the same {eps01.steps} steps from the same code. ")
-        + "Training is deterministic for a code version: the logged numbers (loss, NLL, accuracy, gradient norm, "
-        "dev BLEU) equal v5's for " + "; ".join(reruns) + ", on other machines. "
+        f"(a run and two resumes), alone on {device(eps01)}, then its evaluation" + (". " if pending else later)
+        + "Training is deterministic for a code version and a GPU kind: the logged numbers (loss, NLL, accuracy, "
+        "gradient norm, dev BLEU), compared with v5's, which ran on another machine: " + "; ".join(reruns) + ". "
         + ("So the ε = 0 arm, which did not fit in the same session's device time, runs in a later one, from the "
            "same code, for the same steps (`results/trainmix_v6/README.md` has its calls). " if pending else "")
         + "With `$W` the results folder:",
@@ -733,6 +784,12 @@ def v6_section(v6: list[Run], v5: list[Run], fig: dict[str, str]) -> list[str]:
         f"average at {v5_eps01.steps} steps.",
         *reliability_figure("v6", fig),
     ]
+
+
+def cross_gpu_rerun(v6: list[Run], v5: list[Run]) -> tuple[Run, Run] | None:
+    """A v6 arm and v5's arm of the same ε that ran on different GPU kinds, if there is one."""
+    pairs = [(r, e) for r, e in zip(arms(v6), arms(v5)) if len(v6) == 2 and run_gpu(r) != run_gpu(e)]
+    return pairs[0] if pairs else None
 
 
 def speedup_since(old: list[Run], new: list[Run]) -> str:
@@ -762,11 +819,18 @@ def eps_headline(version: str, runs: list[Run]) -> str:
         if overfits(a) and not overfits(b):
             ppl_text += (f", and ε = 0 then overfit these 257k pairs (its dev NLL lowest at step {a.best_step}, "
                          "rising after), while ε = 0.1's levelled off")
+        elif overfits(a) and overfits(b):
+            rise = {r.eps: r.valid[-1]["nll"] - best_record(r.valid)["nll"] for r in (a, b)}
+            ppl_text += (f"; both then overfit these 257k pairs, ε = 0 {rise[0.0] / rise[0.1]:.1f}× as much (dev NLL "
+                         f"{rise[0.1]:+.2f} / {rise[0.0]:+.2f} from the best checkpoint to the end)")
     else:
         ppl_text = f"higher with smoothing, as in the paper ({VASWANI[0.0][0]} → {VASWANI[0.1][0]})"
+    gpus = {r.eps: run_gpu(r) or GPU for r in (a, b)}
+    where = ("each alone on the GPU" if gpus[0.0] == gpus[0.1] else
+             f"each alone on a GPU: ε = 0.1 on an {gpus[0.1]}, ε = 0 on an {gpus[0.0]}")
     return (
         f"**Label-smoothing headline (newstest run {version}: Transformer-base on the 257k-pair train-mix, one seed, "
-        f"{b.steps} steps per arm, each alone on the GPU).** ε = 0.1 vs ε = 0 on newstest2014: test BLEU "
+        f"{b.steps} steps per arm, {where}).** ε = 0.1 vs ε = 0 on newstest2014: test BLEU "
         f"{b.evals['avg']['bleu']:.2f} vs {a.evals['avg']['bleu']:.2f} "
         f"({b.evals['avg']['bleu'] - a.evals['avg']['bleu']:+.2f}) for the average of the checkpoints of steps "
         f"{steps} (the same steps in both arms), and {b.evals['best']['bleu']:.2f} vs {a.evals['best']['bleu']:.2f} "
@@ -775,8 +839,9 @@ def eps_headline(version: str, runs: list[Run]) -> str:
         f"{b.evals['best']['chrf']:.2f} vs {a.evals['best']['chrf']:.2f}. Dev perplexity (best checkpoint) "
         f"{ppl[0.1]:.1f} vs {ppl[0.0]:.1f}: {ppl_text}. Dev ECE {ece[0.1]:.3f} vs {ece[0.0]:.3f}. "
         f"{b.train_seconds:.0f} s of training for ε = 0.1"
-        + (" (the issue's ~20 minutes); " if b.train_seconds >= ISSUE_SECONDS else
-           ", not the issue's ~20 minutes (device time); ")
+        + (" (the issue's ~20 minutes)" if b.train_seconds >= ISSUE_SECONDS else
+           ", not the issue's ~20 minutes (device time)")
+        + ("; " if gpus[0.0] == gpus[0.1] else f", {a.train_seconds:.0f} s for ε = 0 on the faster GPU; ")
         + "one seed, so no spread to judge the differences against (the reading below)."
     )
 
@@ -895,7 +960,9 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers
         "# Label smoothing: results",
         "",
         "Generated by `python scripts/reproduce_label_smoothing.py` from the files under `results/`; "
-        "do not edit by hand. Every run trained on " + DEVICE + ", in bf16.",
+        "do not edit by hand. Every run trained in bf16 on " + DEVICE
+        + "".join(f", except {', '.join(others)}" for others in [other_gpu_runs({**newstest, "v6": v6})] if others)
+        + ".",
         "",
         f"Scores: sacreBLEU `{bleu_sig}`, chrF `{chrf_sig}`, beam 4, length penalty α = 0.6 (GNMT's for "
         "translate). Dev NLL and perplexity are the plain NLL per target token (never the smoothed loss); ECE "
@@ -928,7 +995,7 @@ def render(m30k: list[Run], newstest: dict[str, list[Run]], v6: list[Run], peers
         "## Reading",
         "",
         *reading(m30k, seconds["m30k"]),
-        eps_reading(latest, {**newstest, latest: newstest_latest}, m30k),
+        eps_reading(latest, {**newstest, latest: newstest_latest}, m30k, cross_gpu_rerun(v6, v5)),
         equal_time_bullet(equal_time, eps0, bench),
         *peer_reading(group, v3, peers["v3"], bench, smoke),
         *earlier_reading({"v1": v1, "v2": v2}),

@@ -399,8 +399,11 @@ def test_eps_reading_single_seed(track):
     overfit = with_eps0_overfitting(runs)
     text = report.eps_reading("v3", {"v3": overfit}, m30k)
     assert "lower best dev NLL in 0 of 1 versions, not in the longest (v3);" in text
-    assert ("takes ε = 0's from step 1000, before it overfit, while its BLEU was still rising (greedy dev BLEU "
-            "1.80 there, 5.17 at the end)") in text
+    assert ("takes ε = 0's from step 1000, before it overfit, while its greedy dev BLEU had yet to peak (1.80 "
+            "there, 5.17 at the end)") in text
+    peaked = common.Run(Path("."), "x", 0.0, 1, [], [{"step": s, "nll": n, "bleu": b} for s, n, b in
+                                                     ((500, 5.0, 0.4), (1000, 4.0, 1.8), (1500, 4.2, 3.0), (2000, 4.5, 2.0))])
+    assert report.bleu_after_best(peaked) == "1.80 there, 3.00 at its highest (step 1500), 2.00 at the end"
 
 
 def with_eps0_overfitting(runs):
@@ -436,6 +439,11 @@ def test_eps_headline_and_overfitting(track):
         "ε = 0.0: dev NLL lowest at step 1000 (4.500), 4.700 at the end, while the training-batch NLL (dropout on; "
         "mean of the 5 logged intervals up to each) went 5.08 → 4.16")
     assert report.dev_nll_course(overfit[1]) == "ε = 0.1: dev NLL lowest at the end (4.390)"
+    eps01_valid = [dict(v) for v in overfit[1].valid]
+    eps01_valid[1]["nll"], eps01_valid[-1]["nll"] = 4.40, 4.55
+    both = [overfit[0], dataclasses.replace(overfit[1], valid=eps01_valid)]
+    assert ("both then overfit these 257k pairs, ε = 0 1.3× as much (dev NLL +0.15 / +0.20 from the best checkpoint "
+            "to the end)") in report.eps_headline("v6", both)
 
 
 def test_recipe_section_compares_recipes_at_shared_steps(track):
@@ -504,13 +512,18 @@ def test_report_renders_from_real_results():
     assert "### Peer baseline at equal GPU time (v4)" in text and "figures/trainmix_v4_reliability.png" in text
     assert "| HF MarianMTModel, ε = 0.1 | post-norm | 61,571,072 | 2057 | 280 |" in text
     assert "translate ε = 0 for the same 2028 steps" in text
-    assert "### v5 (the latest with both arms)" in text and "figures/trainmix_v5_reliability.png" in text
+    assert "### v5: the v4 recipe" in text and "figures/trainmix_v5_reliability.png" in text
     assert "translate's loop became 1.52× faster on the same recipe (v5: 279,651 vs 183,727" in text
     assert "then ε = 0 for the same 5137 steps" in text and "EPS=0.0 STEPS=5137" in text
     assert "| post-norm, hf init, dropout 0.3 | v4 | 6.279 | 4.950 | 3.983 |" in text
     # v6's ε = 0.1 arm reran v5's first steps on another machine with the same numbers
     assert "ε = 0.1: 112 of the 112 training and validation records it shares with v5's arm (up to step 5100)" in text
     assert "| 0.1 | 13664 | 1203 | avg of steps 12500, 13000, 13500 | 3.548 |" in text
+    # its ε = 0 arm ran on an H200: named, and its drift from v5's H100 run measured
+    assert "except v6's ε = 0.0 arm, on one NVIDIA H200 (the same torch)." in text
+    assert "ε = 0.0: 0 of the 112 training and validation records it shares with v5's arm" in text
+    assert "its best checkpoints (steps 3000 / 3000) scored test BLEU 13.05 vs 12.73" in text
+    assert "**Label-smoothing headline (newstest run v6:" in text and "test BLEU 14.57 vs 13.42 (+1.15)" in text
 
 
 def test_same_numbers_compares_the_numbers_of_shared_steps_not_the_clocks(track):
@@ -532,7 +545,44 @@ def test_v6_section_waits_for_its_second_arm_then_compares_both(track):
     assert "EPS=0.0" not in "\n".join(one) and "Averaging the checkpoints" not in "\n".join(one)
     both = "\n".join(report.v6_section(runs, runs, {"trainmix_v6_reliability.png": "figures/x.png"}))
     assert both.startswith("### v6 (the latest)") and "ε = 0 for the same 1554 steps from the same code" in both
-    assert "EPS=0.0 STEPS=1554 MODE=resume" in both and "Averaging the checkpoints" in both
+    assert "EPS=0.0 STEPS=1554 MODE=resume" in both and "STEPS=1554 MODE=resume OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh 540" in both and "Averaging the checkpoints" in both
     shared = len(runs[0].train) + len(runs[0].valid)
     assert f"ε = 0.0: {shared} of the {shared} training and validation records" in both  # compared with itself
     assert "![Newstest v6 reliability](figures/x.png)" in both
+
+
+def test_an_arm_rerun_on_another_gpu_kind_is_named_and_its_drift_measured(track, tmp_path):
+    runs, _ = track
+    eps0, eps01 = runs
+    (tmp_path / "gpu.txt").write_text("name, driver_version\nNVIDIA H100 80GB HBM3, 580.159.04\n")
+    (tmp_path / "gpu_ls0.0.txt").write_text("NVIDIA H200, 143771 MiB\n")  # an arm's own file, without a header
+    earlier_dir = tmp_path / "v5"
+    earlier_dir.mkdir()
+    (earlier_dir / "gpu.txt").write_text("NVIDIA H100 80GB HBM3\n")
+    assert [common.run_gpu(r) for r in runs] == ["NVIDIA H200", "NVIDIA H100 80GB HBM3"]
+    assert common.run_gpu(dataclasses.replace(eps0, folder=tmp_path / "nowhere")) is None
+    earlier = dataclasses.replace(
+        eps0, folder=earlier_dir, train=[{**r, "accuracy": 0.25} for r in eps0.train],
+        valid=[{**v, "nll": v["nll"] + 0.05 * (i + 1), "bleu": v["bleu"] - 0.5} for i, v in enumerate(eps0.valid)],
+        evals={**eps0.evals, "best": {**eps0.evals["best"], "bleu": 5.0}})
+    rerun = dataclasses.replace(eps0, train=[{**r, "accuracy": 0.26} for r in eps0.train])
+    note = report.rerun_note(rerun, earlier)
+    assert note.startswith(f"ε = 0.0: 0 of the {len(eps0.train) + len(eps0.valid)} training and validation records")
+    assert "the NVIDIA H200 against v5's NVIDIA H100 80GB HBM3" in note
+    assert "part from the first logged step (step 250: accuracy 0.260000 vs 0.250000" in note
+    assert report.rerun_note(eps01, dataclasses.replace(eps01, folder=earlier_dir)).endswith(
+        "both on the NVIDIA H100 80GB HBM3")
+    noise = report.gpu_noise_note(rerun, earlier, gap=1.0)
+    assert "differed by up to 0.150 nats of dev NLL and 0.50 greedy dev BLEU at the 3 validations both made" in noise
+    assert "scored test BLEU 5.27 vs 5.00: 0.27 BLEU of noise" in noise and "below the +1.00 between" in noise
+    assert "not below the +0.20" in report.gpu_noise_note(rerun, earlier, gap=0.2)
+    v5 = [dataclasses.replace(r, folder=earlier_dir) for r in runs]
+    assert report.cross_gpu_rerun(runs, v5) == (eps0, v5[0])
+    assert report.cross_gpu_rerun(runs[1:], v5) is None           # v6 with one arm: nothing to compare yet
+    assert report.other_gpu_runs({"v5": v5, "v6": runs}) == ["v6's ε = 0.0 arm, on one NVIDIA H200 (the same torch)"]
+    head = report.eps_headline("v6", runs)
+    assert "each alone on a GPU: ε = 0.1 on an NVIDIA H100 80GB HBM3, ε = 0 on an NVIDIA H200" in head
+    assert f"{eps0.train_seconds:.0f} s for ε = 0 on the faster GPU" in head
+    reading = report.eps_reading("v6", {"v6": runs}, [synthetic_run(e, s, nll=1.5, bleu=30.0 + s / 100)
+                                                      for e in (0.0, 0.1) for s in (1, 2)], (rerun, earlier))
+    assert "The same arm (ε = 0.0, same code, seed and batches) on two GPU kinds (NVIDIA H200 here" in reading
