@@ -39,6 +39,19 @@ def test_demo_learns_to_translate(demo_run, capsys):
     assert valid[-1]["ppl"] < 2.5  # low dev perplexity
 
 
+def test_bfloat16_decoding_translates_like_float32(demo_run, tmp_path):
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        output = tmp_path / f"hyp_{dtype}.txt"
+        assert main(["eval", "--checkpoint", str(demo_run / "checkpoint_best.pt"), "--dtype", dtype,
+                     "--output", str(output)]) == 0
+        result = json.loads(output.with_suffix(".json").read_text())
+        assert result["dtype"] == dtype and result["bleu"] > 50, result
+        outputs[dtype] = output.read_text().splitlines()
+    same = sum(a == b for a, b in zip(outputs["float32"], outputs["bfloat16"]))
+    assert len(outputs["bfloat16"]) == 200 and same >= 160, same  # rounding may flip a near-tie, not the model
+
+
 def test_eval_scores_references_against_themselves(demo_run, tmp_path, capsys):
     src = tmp_path / "src.txt"
     ref = tmp_path / "ref.txt"

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--lenpen", type=float, help="GNMT length penalty alpha (default: eval.lenpen; 0 = none)")
         p.add_argument("--batch-tokens", type=int, help="source tokens per decoding batch")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                       help="the model's weights and activations while decoding: float32 (default) or bfloat16, "
+                            "faster on GPUs; beam scores stay float32 either way")
 
     p = commands.add_parser("eval", help="decode a test set and print sacreBLEU and chrF",
                             description="Translate a test set with beam search and score it with sacreBLEU "

@@ -35,8 +35,10 @@ class DecodeOptions:
     batch_tokens: int = 8000
 
 
-def load_for_inference(checkpoint: Path, device: torch.device) -> tuple[Transformer, Tokenizer, Config]:
-    """The model (eval mode, on `device`), its tokenizer and config, found from the checkpoint alone."""
+def load_for_inference(checkpoint: Path, device: torch.device,
+                       dtype: torch.dtype = torch.float32) -> tuple[Transformer, Tokenizer, Config]:
+    """The model (eval mode, on `device`, its weights in `dtype`), its tokenizer and config, found from
+    the checkpoint alone."""
     state = load_checkpoint(checkpoint)
     cfg = config_from_dict(state["config"], source=f"the config stored in {checkpoint}")
     tokenizer_file = Path(checkpoint).parent / state["tokenizer"]
@@ -49,7 +51,7 @@ def load_for_inference(checkpoint: Path, device: torch.device) -> tuple[Transfor
                         f"was trained with {state['vocab_size']}: they belong to different runs")
     model = Transformer(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=PAD_ID)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), tokenizer, cfg
+    return model.to(device, dtype).eval(), tokenizer, cfg
 
 
 def translate_sentences(model: Transformer, tokenizer: Tokenizer, sentences: list[str], *, options: DecodeOptions,
@@ -171,7 +173,7 @@ def _test_pairs(args, cfg: Config) -> tuple[list[str], list[str], str]:
 
 def run_eval(args) -> int:
     device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
-    model, tokenizer, cfg = load_for_inference(args.checkpoint, device)
+    model, tokenizer, cfg = load_for_inference(args.checkpoint, device, getattr(torch, args.dtype))
     options = _options(args, cfg)
     sources, references, name = _test_pairs(args, cfg)
     start = time.perf_counter()
@@ -181,7 +183,7 @@ def run_eval(args) -> int:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     result = {"checkpoint": str(args.checkpoint), "test_set": name, "sentences": len(sources),
-              "beam": options.beam, "lenpen": options.lenpen, "device": str(device),
+              "beam": options.beam, "lenpen": options.lenpen, "device": str(device), "dtype": args.dtype,
               "decode_seconds": round(seconds, 3), "sentences_per_second": round(len(sources) / seconds, 1),
               **score(hypotheses, references)}
     if args.output:
@@ -195,13 +197,13 @@ def run_eval(args) -> int:
     print(f"     {result['bleu_detail']}")
     print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
     print(f"length ratio {result['length_ratio']:.3f}; {result['sentences_per_second']:.1f} sentences/s "
-          f"({seconds:.1f} s on {device})")
+          f"({seconds:.1f} s on {device}, {args.dtype})")
     return 0
 
 
 def run_translate(args) -> int:
     device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
-    model, tokenizer, cfg = load_for_inference(args.checkpoint, device)
+    model, tokenizer, cfg = load_for_inference(args.checkpoint, device, getattr(torch, args.dtype))
     options = _options(args, cfg)
     if args.input:
         lines = corpora.read_lines(corpora.find_file(args.input))
