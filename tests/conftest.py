@@ -65,6 +65,20 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def fsynced(monkeypatch) -> list[str]:
+    """The paths fsynced from now on (files and directories), in order; the fsyncs still happen."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return paths
+
+
 @pytest.fixture(autouse=True)
 def _quiet_env(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

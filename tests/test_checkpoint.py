@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from translate.checkpoint import CheckpointWriter, host_copy, load_checkpoint, numbered_checkpoints
+from translate.checkpoint import (CheckpointWriter, copy_checkpoint, host_copy, load_checkpoint, numbered_checkpoints,
+                                  save_checkpoint)
 from translate.errors import UserError
 
 
@@ -54,3 +55,14 @@ def test_host_copy_keeps_tied_tensors_as_one():
     assert copy["embed"] is copy["output"] and copy["other"] is not copy["embed"]
     assert copy["embed"].untyped_storage().data_ptr() != embedding.untyped_storage().data_ptr()
     assert torch.equal(copy["row"], embedding[1])
+
+
+def test_written_and_copied_checkpoints_reach_the_disk_before_and_after_their_rename(tmp_path, fsynced):
+    """Each file is fsynced under its temporary name, then the directory after the rename: a power
+    loss leaves the old checkpoint or the new one, never a complete-looking name over lost data."""
+    last, best = tmp_path / "checkpoint_last.pt", tmp_path / "checkpoint_best.pt"
+    save_checkpoint(state_with(torch.ones(4)), last)
+    copy_checkpoint(last, best)
+    assert fsynced == [str(tmp_path / ".checkpoint_last.pt.tmp"), str(tmp_path),
+                      str(tmp_path / ".checkpoint_best.pt.tmp"), str(tmp_path)]
+    assert load_checkpoint(best)["model"]["weight"].tolist() == [1.0] * 4

@@ -1,7 +1,6 @@
 """prepare: cleaning counts, tokenizer ids, the content-keyed cache; token-budget batching."""
 
 import errno
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -101,17 +100,10 @@ def test_full_disk_while_caching_is_one_error_and_leaves_no_half_cache(tmp_path,
     assert len(prepare(cfg, verbose=False).train) == len(PAIRS)
 
 
-def test_cache_files_reach_the_disk_before_the_cache_is_complete(tmp_path, monkeypatch):
+def test_cache_files_reach_the_disk_before_the_cache_is_complete(tmp_path, fsynced):
     """Every array and meta.json is fsynced under the temporary name, then the directory after the
     rename: a power loss cannot leave a cache that looks complete but holds empty files."""
-    synced = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd):
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
+    synced = fsynced
     prepare(files_config(tmp_path), verbose=False)
     train_dir = next((tmp_path / "data").glob("tok-*/train-*"))
     files = sorted(p.name for p in train_dir.iterdir())

@@ -4,8 +4,9 @@ A checkpoint is a `torch.save`d dict (loadable with `weights_only=True`):
     format, model, optimizer, scaler, step, epoch, position, stats, config (the resolved config
     as plain dicts), tokenizer (file name, relative to the checkpoint's directory), vocab_size,
     digest (SHA-256 of every tensor, so a flipped byte is caught on load instead of decoded).
-Writes go to a temporary file in the same directory, are fsynced, then renamed over the target:
-a crash or a full disk never leaves a partial `checkpoint_last.pt`, and the previous one survives.
+Writes go to a temporary file in the same directory, are fsynced, then renamed over the target,
+and the rename is fsynced (`translate.durable`): a crash, a power loss or a full disk never leaves a
+partial `checkpoint_last.pt`, and the previous one survives.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from translate.durable import sync_directory, sync_file
 from translate.errors import UserError
 
 FORMAT = 1
@@ -35,9 +37,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
+            sync_file(f)
         os.replace(tmp, path)
+        sync_directory(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact. "
@@ -119,8 +121,11 @@ def copy_checkpoint(src: Path, dst: Path) -> None:
     """Copy a checkpoint atomically (as `save_checkpoint` writes): `dst` is the old or the new file."""
     tmp = dst.with_name(f".{dst.name}.tmp")
     try:
-        shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp)  # the kernel's fast copy; then its pages to disk through any descriptor
+        with open(tmp, "rb") as copied:
+            sync_file(copied)
         os.replace(tmp, dst)
+        sync_directory(dst.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {dst}: {e.strerror or e}; checkpoint_last.pt is intact. "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from translate import corpus as corpora
 from translate.batching import make_batches, padding_fraction
 from translate.config import Config, CorpusConfig, Source
+from translate.durable import sync_directory, sync_file
 from translate.errors import UserError
 from translate.tokenizer import EOS_ID, Tokenizer, sample_sentences, train_tokenizer
 
@@ -276,28 +276,15 @@ def _write_atomically(directory: Path, arrays: dict[str, np.ndarray], meta: dict
         for name, array in arrays.items():
             with open(tmp / f"{name}.npy", "wb") as f:
                 np.save(f, array)
-                _sync(f)
+                sync_file(f)
         with open(tmp / "meta.json", "w") as f:
             f.write(json.dumps(meta, indent=2))
-            _sync(f)
+            sync_file(f)
         tmp.rename(directory)
-        _sync_directory(directory.parent)  # the rename itself
+        sync_directory(directory.parent)  # the rename itself
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _sync(f) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _cannot_write(path: Path, error: OSError) -> UserError:

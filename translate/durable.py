@@ -1,0 +1,24 @@
+"""Durable writes: a file's bytes reach the disk before a name points at it, and the rename that
+gives it that name reaches the disk after. Writers write under a temporary name, `sync_file`, rename,
+then `sync_directory`: a crash or a power loss leaves the old file or the new one, never a complete-
+looking name over empty or partial data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def sync_file(f) -> None:
+    """Flush Python's buffer and fsync an open file."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def sync_directory(path: Path) -> None:
+    """fsync a directory: its entries, i.e. the renames into it, become durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
