@@ -28,6 +28,7 @@ import argparse
 import os
 import sys
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -70,11 +71,21 @@ class ForcedLength:
     def decode(self, tgt, memory, src_pad_mask, cache):
         start = cache.length  # tokens generated before this call
         logits = self.model.decode(tgt, memory, src_pad_mask, cache)  # (N, 1, V)
-        src_len = (~src_pad_mask).sum(dim=1).to(torch.float64)  # (N,)
-        limit = (self.max_len_a * src_len + self.max_len_b).floor().clamp(max=self.cfg.max_positions - 1)
-        early = (start < limit)[:, None]  # (N, 1)
-        logits[:, :, EOS_ID] = torch.where(early, NEG_INF, logits[:, :, EOS_ID].float()).to(logits.dtype)
+        self._no_early_eos(logits[:, -1], start, (~src_pad_mask).sum(dim=1))
         return logits
+
+    def decode_step(self, tokens, position, cache, memory_mask):
+        """The static-shape step (`--cuda-graphs`), the same forcing done with tensors, inside the graph."""
+        logits = self.model.decode_step(tokens, position, cache, memory_mask)  # (N, V)
+        self._no_early_eos(logits, position, memory_mask.flatten(1).sum(dim=1))
+        return logits
+
+    def _no_early_eos(self, logits, position, src_len) -> None:
+        """EOS's logit (N, V) to −inf where `position` (an int or a 0-dim tensor) is before the row's limit."""
+        limit = (self.max_len_a * src_len.to(torch.float64) + self.max_len_b).floor().clamp(
+            max=self.cfg.max_positions - 1)  # (N,)
+        early = position < limit  # (N,)
+        logits[:, EOS_ID] = torch.where(early, NEG_INF, logits[:, EOS_ID].float()).to(logits.dtype)
 
 
 def load_model(args, device, dtype):
@@ -175,6 +186,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-tokens", type=int, default=8000, help="source tokens per decoding batch")
     p.add_argument("--systems", default="translate,hf", help="translate, hf, or both")
     p.add_argument("--no-greedy", action="store_true", help="skip the greedy rows")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also translate's forced rows with static shapes and CUDA graphs (`translate eval --cuda-graphs`)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output", type=Path)
     p.add_argument("--markdown", type=Path)
@@ -204,9 +217,11 @@ def main(argv=None) -> int:
         search = f"beam{beam}" if beam > 1 else "greedy"
         candidates = []  # (name, run(sentences), count(sentences, what run returned))
         if "translate" in systems:
-            candidates.append((f"translate_{search}_forced", lambda s, o=options: run_translate(
-                model, tokenizer, s, options=o, device=device, forced=True),
-                lambda s, _, o=options: forced_tokens(tokenizer, s, options=o, max_positions=model.cfg.max_positions)))
+            variants = [("", options)] + ([("_graphs", replace(options, cuda_graphs=True))] if args.cuda_graphs else [])
+            for suffix, o in variants:
+                candidates.append((f"translate_{search}_forced{suffix}", lambda s, o=o: run_translate(
+                    model, tokenizer, s, options=o, device=device, forced=True),
+                    lambda s, _, o=o: forced_tokens(tokenizer, s, options=o, max_positions=model.cfg.max_positions)))
         if "hf" in systems:
             candidates.append((f"hf_{search}_forced", hf_runner(dims, model.cfg.max_positions, tokenizer,
                                                                 options=options, device=device, dtype=dtype),

@@ -1,5 +1,6 @@
 """Tests for translate.beam: exact hypotheses from a scripted model, invariants on a real one."""
 
+import copy
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from translate.beam import Hypothesis, beam_search, greedy_search, length_penalty
 from translate.config import ModelConfig
+from translate.decoders import StaticDecoder
 from translate.model import Transformer
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -267,3 +269,66 @@ def test_output_never_exceeds_max_len(real_model, k, alpha):
         assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
         for h in hyps:
             assert h.score == pytest.approx(h.logprob / length_penalty(len(h.tokens) + 1, alpha))
+
+
+# ---------------------------------------------------------------------------------------------
+# Static shapes (translate.decoders.StaticDecoder: every row kept, the step a CUDA graph on a GPU)
+
+
+def test_decode_step_equals_the_cached_decode(real_model):
+    src, mask = real_batch(LENGTHS)
+    memory = real_model.encode(src, mask)
+    cached, static = (real_model.new_cache(len(LENGTHS), 6, memory, mask) for _ in range(2))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for t in range(6):
+            tokens = torch.randint(4, V, (len(LENGTHS),), generator=g)
+            expected = real_model.decode(tokens[:, None], memory, mask, cached)[:, -1]
+            actual = real_model.decode_step(tokens, torch.tensor(t), static, ~mask[:, None, None, :])
+            torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+SHORT = dict(max_len_a=0.5, max_len_b=1)  # most sentences stop at their limit, at different steps
+
+
+@pytest.mark.parametrize("k, alpha, limits", [(1, 0.0, LIMITS), (4, 0.6, LIMITS), (3, 2.0, LIMITS), (3, 2.0, SHORT)])
+def test_static_shapes_give_the_same_hypotheses(real_model, k, alpha, limits):
+    src, mask = real_batch(LENGTHS, seed=2)
+    kwargs = dict(beam_size=k, lenpen=alpha, nbest=k, **limits, **IDS)
+    dynamic = beam_search(real_model, src, mask, **kwargs)
+    static = beam_search(real_model, src, mask, static_shapes=True, **kwargs)
+    for d, s in zip(dynamic, static):
+        assert [h.tokens for h in s] == [h.tokens for h in d]
+        assert [h.score for h in s] == pytest.approx([h.score for h in d], rel=1e-9)
+    assert len({len(h.tokens) for hyps in dynamic for h in hyps}) > 2  # sentences finished at different steps
+    greedy = greedy_search(real_model, src, mask, **limits, **IDS)
+    for d, s in zip(greedy, greedy_search(real_model, src, mask, static_shapes=True, **limits, **IDS)):
+        assert_hyps(s, d)
+
+
+def test_a_static_decoder_keeps_its_rows_and_reorders_beams_in_place(real_model):
+    src, mask = real_batch([4, 2])
+    decoder = StaticDecoder(real_model, real_model.encode(src, mask), mask, 5)
+    assert not decoder.drops_rows and decoder.graph is None  # no CUDA graph on the CPU
+    buffer = decoder.cache.self_k
+    with torch.no_grad():
+        decoder(torch.tensor([5, 6]), 0)
+        decoder(torch.tensor([7, 8]), 1)
+        before = buffer.clone()
+        decoder.reorder(torch.tensor([1, 1]), drop=False)
+    assert decoder.cache.self_k is buffer  # the same storage: a captured graph keeps reading it
+    assert torch.equal(buffer[:, 0, :, :2], before[:, 1, :, :2]) and torch.equal(buffer[:, 1], before[:, 1])
+    with pytest.raises(AssertionError):
+        decoder.reorder(torch.tensor([0]), drop=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_steps_equal_the_uncaptured_ones(real_model):
+    model = copy.deepcopy(real_model).to("cuda", torch.float32)
+    src, mask = (t.cuda() for t in real_batch(LENGTHS, seed=2))
+    kwargs = dict(beam_size=4, lenpen=0.6, nbest=4, **LIMITS, **IDS)
+    graphs = beam_search(model, src, mask, static_shapes=True, **kwargs)
+    eager = beam_search(model, src, mask, **kwargs)
+    for d, s in zip(eager, graphs):
+        assert [h.tokens for h in s] == [h.tokens for h in d]
+        assert [h.score for h in s] == pytest.approx([h.score for h in d], rel=1e-4)

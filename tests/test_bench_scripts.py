@@ -113,21 +113,23 @@ def test_forced_length_wrapper_disables_eos_until_the_limit():
     src = torch.tensor([[5, 6, 7, EOS_ID], [8, 9, EOS_ID, PAD_ID]])  # source lengths 4 and 3
     wrapped = bench_decode.ForcedLength(model, max_len_a=1.0, max_len_b=2)
     common = dict(max_len_a=1.0, max_len_b=2, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, max_output_len=100)
-    beams = beam_search(wrapped, src, src == PAD_ID, beam_size=3, lenpen=0.6, **common)
-    assert [len(h[0].tokens) for h in beams] == [6, 5]  # src_len + 2 each, then EOS
-    assert all(EOS_ID not in h[0].tokens for h in beams)
-    greedy = greedy_search(wrapped, src, src == PAD_ID, **common)
-    assert [len(h[0].tokens) for h in greedy] == [6, 5]
+    for static_shapes in (False, True):  # model.decode, or model.decode_step (--cuda-graphs)
+        beams = beam_search(wrapped, src, src == PAD_ID, beam_size=3, lenpen=0.6, static_shapes=static_shapes, **common)
+        assert [len(h[0].tokens) for h in beams] == [6, 5]  # src_len + 2 each, then EOS
+        assert all(EOS_ID not in h[0].tokens for h in beams)
+        greedy = greedy_search(wrapped, src, src == PAD_ID, static_shapes=static_shapes, **common)
+        assert [len(h[0].tokens) for h in greedy] == [6, 5]
 
 
 def test_bench_decode_tiny_cpu(tmp_path, spm_and_source):
     spm, src = spm_and_source
     out = tmp_path / "decode.json"
     bench_decode.main(["--device", "cpu", "--tiny", "--spm", str(spm), "--src", str(src), "--systems", "translate",
-                       "--output", str(out)])
+                       "--cuda-graphs", "--output", str(out)])  # on the CPU: static shapes, no graph
     result = json.loads(out.read_text())
     rows = {r["system"]: r for r in result["rows"]}
-    assert set(rows) == {"translate_beam4_forced", "translate_beam4_natural", "translate_greedy_forced"}
+    assert set(rows) == {"translate_beam4_forced", "translate_beam4_forced_graphs", "translate_beam4_natural",
+                         "translate_greedy_forced", "translate_greedy_forced_graphs"}
     assert "UNTRAINED" in result["settings"]["model"]
     for row in rows.values():
         assert row["error"] is None, row

@@ -52,6 +52,11 @@ def test_bfloat16_decoding_translates_like_float32(demo_run, tmp_path):
     assert len(outputs["bfloat16"]) == 200 and same >= 160, same  # rounding may flip a near-tie, not the model
 
 
+def test_cuda_graphs_on_the_cpu_is_one_clear_error(demo_run, capsys):
+    assert main(["eval", "--checkpoint", str(demo_run / "checkpoint_best.pt"), "--device", "cpu", "--cuda-graphs"]) == 2
+    assert "--cuda-graphs needs a CUDA device, and this run decodes on cpu" in capsys.readouterr().err
+
+
 def test_eval_scores_references_against_themselves(demo_run, tmp_path, capsys):
     src = tmp_path / "src.txt"
     ref = tmp_path / "ref.txt"

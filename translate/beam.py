@@ -2,8 +2,8 @@
 
 `model` needs only `encode(src, src_pad_mask)`, `new_cache(batch_size, max_len, memory,
 src_pad_mask)` and `decode(tgt, memory, src_pad_mask, cache)` (translate.model.Transformer, or the
-scripted fake in the tests). The state of beam search is a set of (B, K, ...) tensors; each step
-makes one `decode` call for all live rows:
+scripted fake in the tests); with `static_shapes`, also `decode_step` (translate.decoders). The state
+of beam search is a set of (B, K, ...) tensors; each step makes one decoder call for all live rows:
 
     1. score all one-token extensions: scores (B, K, 1) + log p(v | prefix) (B, K, V);
     2. flatten to (B, K·V) and take the top 2K; beam = index // V, token = index % V;
@@ -11,7 +11,8 @@ makes one `decode` call for all live rows:
        score = logprob / length_penalty(L); the best K non-EOS candidates stay live, so finished
        hypotheses never starve the beam (fairseq's scheme);
     4. a sentence is done at its max length, or when its finished set is full and no live
-       hypothesis can still beat the worst finished one; done sentences leave the batch.
+       hypothesis can still beat the worst finished one; done sentences leave the batch (with
+       static shapes they stay, marked done, and nothing they decode is kept).
 
 Each sentence decodes exactly as it would alone: its rows never mix with other sentences', and
 source padding is masked. The output never exceeds max_len = int(max_len_a · src_len + max_len_b)
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from translate.decoders import CachedDecoder, StaticDecoder
 
 NEG_INF = float("-inf")
 
@@ -60,10 +63,9 @@ def max_lengths(src_pad_mask: torch.Tensor, *, max_len_a: float, max_len_b: floa
     return torch.tensor(limits, dtype=torch.long, device=src_pad_mask.device)
 
 
-def _next_logprobs(model, last, memory, src_pad_mask, cache, *, at_limit, bos_id, eos_id, pad_id):
-    """log p(v | prefix) (N, V) for the newest tokens `last` (N,); pad and BOS are never produced,
+def _next_logprobs(logits, *, at_limit, bos_id, eos_id, pad_id):
+    """log p(v | prefix) (N, V) from the next-token logits (N, V); pad and BOS are never produced,
     and rows `at_limit` (N,) may only produce EOS (with its true log-probability)."""
-    logits = model.decode(last[:, None], memory, src_pad_mask, cache)[:, -1]  # (N, V)
     lprobs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # (N, V)
     lprobs[:, [pad_id, bos_id]] = NEG_INF
     only_eos = torch.full_like(lprobs, NEG_INF)
@@ -73,10 +75,11 @@ def _next_logprobs(model, last, memory, src_pad_mask, cache, *, at_limit, bos_id
 
 @torch.no_grad()
 def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_len_b, bos_id, eos_id, pad_id,
-                nbest=1, max_output_len: int | None = None) -> list[list[Hypothesis]]:
+                nbest=1, max_output_len: int | None = None, static_shapes: bool = False) -> list[list[Hypothesis]]:
     """Beam search for each sentence of src (B, S); returns up to `nbest` hypotheses each, best first.
 
-    lenpen is the α ≥ 0 of `length_penalty`.
+    lenpen is the α ≥ 0 of `length_penalty`. static_shapes: decode with a StaticDecoder (a CUDA
+    graph per batch on a GPU); the same hypotheses.
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest ({nbest}) must be between 1 and beam_size ({beam_size})")
@@ -85,13 +88,14 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
                           max_output_len=max_output_len)  # (B,)
     n_steps = int(max_len.max()) + 1  # tokens generated, EOS included
     memory = model.encode(src, src_pad_mask).repeat_interleave(K, dim=0)  # (B·K, S, D) row b·K + k
-    mask = src_pad_mask.repeat_interleave(K, dim=0)  # (B·K, S)
-    cache = model.new_cache(B * K, n_steps, memory, mask)
+    decoder = (StaticDecoder if static_shapes else CachedDecoder)(
+        model, memory, src_pad_mask.repeat_interleave(K, dim=0), n_steps)
     dtype = torch.promote_types(memory.dtype, torch.float32)
     # A live hypothesis's score can only fall and its penalty only grow up to lp(max_len + 1).
     best_possible_lp = length_penalty(max_len.to(dtype) + 1, lenpen)  # (B,)
 
-    active = torch.arange(B, device=device)  # (A,) original index of each sentence still decoding
+    active = torch.arange(B, device=device)  # (A,) original index of each sentence in the batch
+    searching = torch.ones(B, dtype=torch.bool, device=device)  # (A,) False: done, kept for static shapes
     scores = torch.full((B, K), NEG_INF, dtype=dtype, device=device)  # (A, K) Σ log p of live hypotheses
     scores[:, 0] = 0.0  # only beam 0 is live at the start, so the K beams don't duplicate it
     seqs = torch.zeros(B, K, n_steps, dtype=torch.long, device=device)  # (A, K, n_steps) live tokens
@@ -105,7 +109,7 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
         A = active.numel()
         # 1. Score every one-token extension of every live hypothesis.
         at_limit = (max_len[active] == t).repeat_interleave(K)  # (A·K,)
-        lprobs = _next_logprobs(model, last, memory, mask, cache, at_limit=at_limit,
+        lprobs = _next_logprobs(decoder(last, t), at_limit=at_limit,
                                 bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)  # (A·K, V)
         V = lprobs.shape[-1]
         candidates = scores[:, :, None] + lprobs.view(A, K, V)  # (A, K, V)
@@ -116,7 +120,7 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
 
         # 3a. EOS candidates among the top K join the finished set, which keeps the best K. (One
         #     ranked below K would not have been in a K-beam; admitting it, beam 1 would not be greedy.)
-        ends = token[:, :K] == eos_id  # (A, K)
+        ends = (token[:, :K] == eos_id) & searching[:, None]  # (A, K)
         new_score = torch.where(ends, top_scores[:, :K] / length_penalty(t + 1, lenpen), NEG_INF)  # (A, K)
         fin_best, pick = torch.cat([fin_score[active], new_score], dim=1).topk(K, dim=1)  # (A, K)
         fin_score[active] = fin_best
@@ -135,18 +139,18 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
         #    beat the worst finished one (−inf until K have finished). For logprob ≤ 0 and α ≥ 0 the
         #    bound logprob / lp(max_len + 1) is the largest score any continuation can reach.
         can_improve = scores[:, 0] / best_possible_lp[active] > fin_score[active, K - 1]  # (A,)
-        keep = can_improve & (max_len[active] > t)  # (A,)
+        keep = can_improve & (max_len[active] > t) & searching  # (A,)
         n_keep = int(keep.sum())  # the step's one host sync
         if n_keep == 0:
             break
-        # 5. Follow the surviving beams in the cache; drop the rows of done sentences.
+        # 5. Follow the surviving beams in the cache; drop the rows of done sentences (or, with
+        #    static shapes, mark them done).
         rows = torch.arange(A, device=device)[:, None] * K + beam  # (A, K)
-        if n_keep < A:  # memory rows are identical within a sentence: reorder only on drops
-            rows = rows[keep]
-            active, scores, seqs = active[keep], scores[keep], seqs[keep]
-            memory = memory.view(A, K, *memory.shape[1:])[keep].flatten(0, 1)
-            mask = mask.view(A, K, -1)[keep].flatten(0, 1)
-        cache.reorder(rows.view(-1))  # (A'·K,)
+        drop = n_keep < A and decoder.drops_rows
+        if drop:
+            rows, active, scores, seqs, keep = rows[keep], active[keep], scores[keep], seqs[keep], keep[keep]
+        searching = keep
+        decoder.reorder(rows.view(-1), drop=drop)  # (A'·K,)
         last = seqs[:, :, t].reshape(-1)  # (A'·K,)
 
     return _collect(fin_seqs, fin_len, fin_score, fin_logprob, nbest=nbest)
@@ -164,18 +168,18 @@ def _collect(seqs, lengths, score, logprob, *, nbest):
 
 @torch.no_grad()
 def greedy_search(model, src, src_pad_mask, *, max_len_a, max_len_b, bos_id, eos_id, pad_id,
-                  max_output_len: int | None = None) -> list[list[Hypothesis]]:
+                  max_output_len: int | None = None, static_shapes: bool = False) -> list[list[Hypothesis]]:
     """Pick the most probable token at each step; the same result as beam_search(beam_size=1, lenpen=0)."""
     B, device = src.shape[0], src.device
     max_len = max_lengths(src_pad_mask, max_len_a=max_len_a, max_len_b=max_len_b,
                           max_output_len=max_output_len)  # (B,)
     n_steps = int(max_len.max()) + 1
     memory = model.encode(src, src_pad_mask)  # (B, S, D)
-    mask = src_pad_mask
-    cache = model.new_cache(B, n_steps, memory, mask)
+    decoder = (StaticDecoder if static_shapes else CachedDecoder)(model, memory, src_pad_mask, n_steps)
     dtype = torch.promote_types(memory.dtype, torch.float32)
 
     active = torch.arange(B, device=device)  # (A,)
+    searching = torch.ones(B, dtype=torch.bool, device=device)  # (A,) False: done, kept for static shapes
     logprob = torch.zeros(B, dtype=dtype, device=device)  # (A,)
     seqs = torch.zeros(B, n_steps, dtype=torch.long, device=device)  # (A, n_steps)
     last = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (A,)
@@ -183,22 +187,23 @@ def greedy_search(model, src, src_pad_mask, *, max_len_a, max_len_b, bos_id, eos
     out_logprob = torch.zeros(B, dtype=dtype, device=device)
 
     for t in range(n_steps):
-        lprobs = _next_logprobs(model, last, memory, mask, cache, at_limit=max_len[active] == t,
+        lprobs = _next_logprobs(decoder(last, t), at_limit=max_len[active] == t,
                                 bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)  # (A, V)
         best, last = lprobs.max(dim=-1)  # (A,)
         logprob = logprob + best
         seqs[:, t] = last
-        ended = last == eos_id  # (A,) at max length EOS is forced, so this covers the limit too
+        ended = (last == eos_id) & searching  # (A,) at max length EOS is forced, so this covers the limit too
         done = active[ended]
         out_seqs[done], out_len[done], out_logprob[done] = seqs[ended], t, logprob[ended]
-        keep = ~ended
+        keep = searching & ~ended
         n_keep = int(keep.sum())  # the step's one host sync
         if n_keep == 0:
             break
-        if n_keep < keep.numel():
+        if n_keep < keep.numel() and decoder.drops_rows:
             active, logprob, seqs, last = active[keep], logprob[keep], seqs[keep], last[keep]
-            memory, mask = memory[keep], mask[keep]
-            cache.reorder(keep.nonzero().squeeze(1))
+            decoder.reorder(keep.nonzero().squeeze(1), drop=True)
+            keep = keep[keep]
+        searching = keep
 
     scores = out_logprob[:, None]  # (B, 1) α = 0: score = logprob
     return _collect(out_seqs[:, None], out_len[:, None], scores, scores, nbest=1)

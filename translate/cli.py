@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                        help="the model's weights and activations while decoding: float32 (default) or bfloat16, "
                             "faster on GPUs; beam scores stay float32 either way")
+        p.add_argument("--cuda-graphs", action="store_true",
+                       help="decode with fixed shapes, each batch's decoder step captured once as a CUDA graph "
+                            "and replayed (GPU only; the same translations)")
 
     p = commands.add_parser("eval", help="decode a test set and print sacreBLEU and chrF",
                             description="Translate a test set with beam search and score it with sacreBLEU "

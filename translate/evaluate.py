@@ -33,6 +33,7 @@ class DecodeOptions:
     max_len_a: float = 1.0
     max_len_b: int = 50
     batch_tokens: int = 8000
+    cuda_graphs: bool = False  # decode with static shapes, each batch's step one CUDA graph (translate.decoders)
 
 
 def load_for_inference(checkpoint: Path, device: torch.device,
@@ -96,7 +97,7 @@ def source_batches(ids: list[list[int]], *, batch_tokens: int):
 @torch.no_grad()
 def _search(model: Transformer, src: torch.Tensor, options: DecodeOptions):
     common = dict(max_len_a=options.max_len_a, max_len_b=options.max_len_b, bos_id=BOS_ID, eos_id=EOS_ID,
-                  pad_id=PAD_ID, max_output_len=model.cfg.max_positions - 1)
+                  pad_id=PAD_ID, max_output_len=model.cfg.max_positions - 1, static_shapes=options.cuda_graphs)
     if options.beam == 1:
         return greedy_search(model, src, src == PAD_ID, **common)
     return beam_search(model, src, src == PAD_ID, beam_size=options.beam, lenpen=options.lenpen, **common)
@@ -142,13 +143,16 @@ def dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, *, device: t
 # Commands
 
 
-def _options(args, cfg: Config) -> DecodeOptions:
+def _options(args, cfg: Config, device: torch.device) -> DecodeOptions:
     options = DecodeOptions(beam=args.beam or cfg.eval.beam,
                             lenpen=cfg.eval.lenpen if args.lenpen is None else args.lenpen,
                             max_len_a=cfg.eval.max_len_a, max_len_b=cfg.eval.max_len_b,
-                            batch_tokens=args.batch_tokens or cfg.eval.batch_tokens)
+                            batch_tokens=args.batch_tokens or cfg.eval.batch_tokens, cuda_graphs=args.cuda_graphs)
     if options.beam < 1 or options.lenpen < 0 or options.batch_tokens < 1:
         raise UserError("--beam and --batch-tokens must be positive and --lenpen not negative")
+    if options.cuda_graphs and device.type != "cuda":
+        raise UserError(f"--cuda-graphs needs a CUDA device, and this run decodes on {device}: "
+                        "leave --cuda-graphs out, or pass --device cuda on a machine with a GPU")
     return options
 
 
@@ -174,7 +178,7 @@ def _test_pairs(args, cfg: Config) -> tuple[list[str], list[str], str]:
 def run_eval(args) -> int:
     device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
     model, tokenizer, cfg = load_for_inference(args.checkpoint, device, getattr(torch, args.dtype))
-    options = _options(args, cfg)
+    options = _options(args, cfg, device)
     sources, references, name = _test_pairs(args, cfg)
     start = time.perf_counter()
     hypotheses = translate_sentences(model, tokenizer, sources, options=options, device=device,
@@ -204,7 +208,7 @@ def run_eval(args) -> int:
 def run_translate(args) -> int:
     device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
     model, tokenizer, cfg = load_for_inference(args.checkpoint, device, getattr(torch, args.dtype))
-    options = _options(args, cfg)
+    options = _options(args, cfg, device)
     if args.input:
         lines = corpora.read_lines(corpora.find_file(args.input))
     else:

@@ -81,13 +81,18 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, x, *, key_mask=None, is_causal=False, past=None):
-        """x (B, T, D); key_mask (B, 1, 1, T) True = attend; past = (k_buffer, v_buffer, start).
+        """x (B, T, D); key_mask (B, 1, 1, T) True = attend; past = (k_buffer, v_buffer, start) or a
+        StaticPast.
 
         With `past`, x holds the tokens at positions start..start+T-1: their keys and values are
         written into the (B, H, max_len, dh) buffers and the queries attend to the first start+T.
         """
         q, k, v = (_split_heads(t, self.n_heads) for t in self.qkv(x).chunk(3, dim=-1))  # (B, H, T, dh)
-        if past is not None:
+        if isinstance(past, StaticPast):  # one token; the whole buffers, masked after its position
+            past.k.index_copy_(2, past.position.view(1), k)
+            past.v.index_copy_(2, past.position.view(1), v)
+            k, v, key_mask = past.k, past.v, past.key_mask
+        elif past is not None:
             k_buffer, v_buffer, start = past
             T = x.shape[1]
             k_buffer[:, :, start : start + T] = k
@@ -98,6 +103,19 @@ class SelfAttention(nn.Module):
             is_causal = False
         dropout = self.attention_dropout if self.training else 0.0
         return self.out(_attention(q, k, v, mask=key_mask, is_causal=is_causal, dropout=dropout))  # (B, T, D)
+
+
+@dataclass
+class StaticPast:
+    """Self-attention state of a one-token decoding step whose position is a 0-dim tensor: the new
+    key and value go to `position` of the (B, H, max_len, dh) buffers, and the query attends to all
+    max_len positions under `key_mask` (1, 1, 1, max_len), True up to `position`. Every shape is the
+    same at every step, so the step can be captured once as a CUDA graph and replayed."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    position: torch.Tensor
+    key_mask: torch.Tensor
 
 
 class CrossAttention(nn.Module):
@@ -319,6 +337,20 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += tgt.shape[1]
         return self.decoder_norm(x)
+
+    def decode_step(self, tokens: torch.Tensor, position: torch.Tensor, cache: DecoderCache,
+                    memory_mask: torch.Tensor) -> torch.Tensor:
+        """tokens (B,) at `position` (a 0-dim long tensor) -> logits (B, V), with static shapes (see
+        StaticPast): the same as `decode(tokens[:, None], ..., cache)` at cache.length == position, up
+        to float rounding. memory_mask (B, 1, 1, S) True = attend; cache.length is left alone."""
+        max_len = cache.self_k.shape[3]
+        key_mask = (torch.arange(max_len, device=tokens.device) <= position).view(1, 1, 1, max_len)
+        x = (self.tgt_embed(tokens) * math.sqrt(self.cfg.d_model)
+             + self.positions.index_select(0, position.view(1)))[:, None]  # (B, 1, D)
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, memory_kv=(cache.cross_k[i], cache.cross_v[i]), memory_mask=memory_mask,
+                      past=StaticPast(cache.self_k[i], cache.self_v[i], position, key_mask))
+        return self.project(self.decoder_norm(x))[:, 0]
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (B, T, D) -> logits (B, T, V); tied to the embedding when shared."""
