@@ -116,8 +116,9 @@ def run_gpu(run: Run) -> str | None:
     of its folder, else gpu.txt."""
     for name in (f"gpu_{run.tag}.txt", "gpu.txt"):
         path = run.folder / name
-        if path.is_file():
-            rows = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("name")]
+        rows = [line.lstrip("\ufeff").strip() for line in path.read_text().splitlines()] if path.is_file() else []
+        rows = [line for line in rows if line and not line.lower().startswith("name")]
+        if rows:  # an empty or header-only file says nothing: try the next
             return rows[0].split(",")[0].strip()
     return None
 

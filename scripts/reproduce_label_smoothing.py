@@ -107,10 +107,13 @@ def multi30k_tables(runs: list[Run]) -> tuple[str, str]:
 
 
 def newstest_table(runs: list[Run]) -> str:
-    """One row per (eps, checkpoint): best, and the average of the last saved checkpoints."""
+    """One row per (eps, checkpoint): best, and the average of the last saved checkpoints; a GPU
+    column when the arms trained and decoded on different GPUs (their seconds and speeds differ)."""
     has_calib = any(r.calibs for r in runs)
-    head = ["ε", "steps", "train s", "checkpoint", "dev NLL", "dev PPL", "dev BLEU (greedy)",
-            "test BLEU", "test chrF", "length ratio"]
+    mixed = len({gpu_of(r) for r in runs}) > 1
+    gpu = ["GPU"] if mixed else []
+    head = ["ε", "steps", "train s", *gpu, "checkpoint", "dev NLL", "dev PPL", "dev BLEU (greedy)", "test BLEU",
+            "test chrF", "length ratio"]
     head += ["ECE", "dev accuracy", "mean confidence", "mean entropy"] if has_calib else []
     head += ["decode sent/s"]
     rows = []
@@ -123,8 +126,8 @@ def newstest_table(runs: list[Run]) -> str:
             else:
                 nll, bleu = (calib["nll"] if calib else None), None
                 label = "avg of steps " + ", ".join(map(str, averaged_steps(run)))
-            row = [f"{run.eps}", str(run.steps), fmt(run.train_seconds, 0), label, fmt(nll, 3),
-                   fmt(math.exp(nll) if nll is not None else None, 1), fmt(bleu, 2),
+            row = [f"{run.eps}", str(run.steps), fmt(run.train_seconds, 0), *([gpu_of(run)] if mixed else []), label,
+                   fmt(nll, 3), fmt(math.exp(nll) if nll is not None else None, 1), fmt(bleu, 2),
                    fmt(ev["bleu"], 2), fmt(ev["chrf"], 2), fmt(ev["length_ratio"], 3)]
             if has_calib:
                 keys = (("ece", 4), ("accuracy", 3), ("mean_confidence", 3), ("mean_entropy", 3))
@@ -304,12 +307,13 @@ def reading(m30k: list[Run], budget_s: str) -> list[str]:
     return lines
 
 
-def bleu_after_best(run: Run) -> str:
-    """Greedy dev BLEU at the best checkpoint, at its highest later on (if not the end) and at the end."""
+def bleu_after_best(run: Run) -> tuple[bool, str]:
+    """(whether greedy dev BLEU rose after the best checkpoint, its values there, at its later highest
+    if that was not the end, and at the end)."""
     at_best, last = value_at_step(run.valid, run.best_step, "bleu"), run.valid[-1]
     top = max((r for r in run.valid if r["step"] > run.best_step), key=lambda r: r["bleu"])
     peak = "" if top is last else f", {top['bleu']:.2f} at its highest (step {top['step']})"
-    return f"{at_best:.2f} there{peak}, {last['bleu']:.2f} at the end"
+    return top["bleu"] > at_best, f"{at_best:.2f} there{peak}, {last['bleu']:.2f} at the end"
 
 
 def gpu_noise_note(run: Run, earlier: Run, *, gap: float) -> str:
@@ -319,13 +323,17 @@ def gpu_noise_note(run: Run, earlier: Run, *, gap: float) -> str:
     nll = max(abs(value_at_step(run.valid, s, "nll") - value_at_step(earlier.valid, s, "nll")) for s in steps)
     bleu = max(abs(value_at_step(run.valid, s, "bleu") - value_at_step(earlier.valid, s, "bleu")) for s in steps)
     ours, theirs = run.evals["best"]["bleu"], earlier.evals["best"]["bleu"]
-    return (f"The same arm (ε = {run.eps}, same code, seed and batches) on two GPU kinds ({run_gpu(run)} here, "
-            f"{run_gpu(earlier)} in its earlier run of {earlier.steps} steps) differed by up to {nll:.3f} nats of dev NLL and "
-            f"{bleu:.2f} greedy dev BLEU at the {len(steps)} validations both made, and its best checkpoints (steps "
-            f"{run.best_step} / {earlier.best_step}) scored test BLEU {ours:.2f} vs {theirs:.2f}: "
-            f"{abs(ours - theirs):.2f} BLEU of noise from the hardware's rounding alone, a floor under what a second "
-            f"seed would move, {'below' if abs(ours - theirs) < abs(gap) else 'not below'} the {gap:+.2f} between the "
-            "averages.")
+    test_diff = abs(ours - theirs)
+    verdict = ("larger than both" if abs(gap) > max(test_diff, bleu) else
+               "larger than the test-BLEU difference but not than the dev one" if abs(gap) > test_diff else
+               "within them")
+    return (f"The same arm (ε = {run.eps}, same code, seed and batches) on two GPU kinds ({gpu_of(run)} here, "
+            f"{gpu_of(earlier)} in its earlier run of {earlier.steps} steps) differed by up to {nll:.3f} nats of dev "
+            f"NLL and {bleu:.2f} greedy dev BLEU (first {run.config('eval.dev_bleu_sentences')} dev sentences) at the {len(steps)} "
+            f"validations both made (steps {steps[0]}–{steps[-1]}), and its best checkpoints (steps {run.best_step} / "
+            f"{earlier.best_step}) scored test BLEU {ours:.2f} vs {theirs:.2f}: the hardware's rounding alone moves "
+            f"scores that much, and a second seed would move them more. The {gap:+.2f} between the averages is "
+            f"{verdict}; one seed cannot settle it.")
 
 
 def earlier_reading(newstest: dict[str, list[Run]]) -> list[str]:
@@ -375,9 +383,11 @@ def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run],
         f", length ratio {best[0.1]['length_ratio']:.3f} vs {best[0.0]['length_ratio']:.3f}; best dev NLL "
         f"{best_record(b.valid)['nll']:.3f} vs {best_record(a.valid)['nll']:.3f}.")
     if overfits(a) and a.best_step < b.best_step:
-        text += (f" Choosing the checkpoint by dev NLL takes ε = 0's from step {a.best_step}, before it overfit, "
-                 f"while its greedy dev BLEU had yet to peak ({bleu_after_best(a)}): part of the best-checkpoint gap "
-                 "is that rule, and the averages, over the same steps, are the like-for-like comparison.")
+        rose, course = bleu_after_best(a)
+        text += (f" Choosing the checkpoint by dev NLL takes ε = 0's from step {a.best_step}, before it overfit"
+                 + (f", while its greedy dev BLEU had yet to peak ({course}): part of the best-checkpoint gap is that "
+                    "rule, and the averages, over the same steps, are the like-for-like comparison." if rose else
+                    f" (greedy dev BLEU {course})."))
     if rerun is not None:
         text += " " + gpu_noise_note(*rerun, gap=avg_gap)
     text += (" Across the versions, which share the seed and the batch order but stop at different steps (v4 and "
@@ -386,8 +396,8 @@ def eps_reading(latest: str, newstest: dict[str, list[Run]], m30k: list[Run],
              + ("its sign changed from run to run. " if len(signs) > 1 else "the same sign each time. "))
     text += (f"There is no seed spread on this track; on Multi30k the test-BLEU std over seeds was up to "
              f"{m30k_bleu_std:.2f}, against which the {avg_gap:+.2f} of the averages is "
-             f"{'within' if abs(avg_gap) <= m30k_bleu_std else 'beyond'} noise (another corpus and model size, "
-             "so only a yardstick). ")
+             f"{'within' if abs(avg_gap) <= m30k_bleu_std else 'larger than'} that spread (another corpus and model "
+             "size, so only a yardstick). ")
     text += f"The ε = 0 arm had the lower best dev NLL in {len(nll_lower_at_0)} of {len(newstest)} versions"
     text += "" if latest in nll_lower_at_0 else f", not in the longest ({latest})"
     text += (f"; smoothing lowered the dev ECE of the best checkpoint in every calibrated version "
@@ -720,14 +730,19 @@ CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 STEPS={steps} MODE=resume OUT=$W R
 CONFIG=configs/trainmix_postnorm.yaml EPS=0.0 MODE=eval OUT=$W RUNS=/tmp/runs bash scripts/gpu_ls_trainmix.sh"""
 
 
+def gpu_of(run: Run) -> str:
+    """The GPU a run trained on: its folder's gpu files say, else GPU (the early folders have none)."""
+    return run_gpu(run) or GPU
+
+
 def device(run: Run) -> str:
-    return f"one {run_gpu(run) or GPU} ({TORCH})"
+    return f"one {gpu_of(run)} ({TORCH})"
 
 
 def other_gpu_runs(newstest: dict[str, list[Run]]) -> list[str]:
     """"v6's ε = 0.0 arm, on one NVIDIA H200 ..." for each newstest arm that trained on a GPU other than GPU."""
-    return [f"{version}'s ε = {run.eps} arm, on one {run_gpu(run)} (the same torch)" for version, runs in newstest.items()
-            for run in arms(runs) if run_gpu(run) not in (None, GPU)]
+    return [f"{version}'s ε = {run.eps} arm, on one {gpu_of(run)} (the same torch)" for version, runs in newstest.items()
+            for run in arms(runs) if gpu_of(run) != GPU]
 
 
 def rerun_note(run: Run, earlier: Run) -> str:
@@ -736,13 +751,32 @@ def rerun_note(run: Run, earlier: Run) -> str:
     last_shared = max(r["step"] for r in earlier.train if r["step"] <= run.steps)
     text = (f"ε = {run.eps}: {same} of the {shared} training and validation records it shares with v5's arm (up "
             f"to step {last_shared})")
-    if run_gpu(run) == run_gpu(earlier):
-        return text + f", both on the {run_gpu(run)}"
-    first, theirs = run.train[0], earlier.train[0]
-    return text + (f", the {run_gpu(run)} against v5's {run_gpu(earlier)}: the same batches, but another GPU's "
-                   f"kernels round differently, so the numbers part from the first logged step (step {first['step']}: "
-                   f"accuracy {first['accuracy']:.6f} vs {theirs['accuracy']:.6f}, gradient norm "
-                   f"{first['grad_norm']:.5f} vs {theirs['grad_norm']:.5f}) and drift apart as training goes on")
+    if gpu_of(run) == gpu_of(earlier):
+        return text + f", both on the {gpu_of(run)}"
+    text += f", the {gpu_of(run)} against v5's {gpu_of(earlier)}: the same batches, but other kernels"
+    parted = first_difference(run, earlier)
+    if parted is None:
+        return text + ", and still the same numbers"
+    mine, theirs = parted
+    return text + (f", whose rounding parts the numbers from step {mine['step']} on (accuracy "
+                   f"{mine['accuracy']:.6f} vs {theirs['accuracy']:.6f}, gradient norm {mine['grad_norm']:.5f} vs "
+                   f"{theirs['grad_norm']:.5f}), and they drift apart as training goes on")
+
+
+def first_difference(run: Run, earlier: Run) -> tuple[dict, dict] | None:
+    """The first training record (by step) whose NUMERICS differ between two runs of one recipe."""
+    theirs = {r["step"]: r for r in earlier.train}
+    for mine in run.train:
+        other = theirs.get(mine["step"])
+        if other is not None and any(mine.get(f) != other.get(f) for f in NUMERICS):
+            return mine, other
+    return None
+
+
+def same_eps(v6: list[Run], v5: list[Run]) -> list[tuple[Run, Run]]:
+    """(v6 arm, v5 arm) pairs of the same ε, in report order."""
+    earlier = {r.eps: r for r in v5}
+    return [(r, earlier[r.eps]) for r in arms(v6) if r.eps in earlier]
 
 
 def v6_section(v6: list[Run], v5: list[Run], fig: dict[str, str]) -> list[str]:
@@ -750,7 +784,7 @@ def v6_section(v6: list[Run], v5: list[Run], fig: dict[str, str]) -> list[str]:
     v5's, to the bit on the same GPU kind)."""
     eps01, v5_eps01 = arms(v6)[0], arms(v5)[0]
     pending = len(v6) < 2
-    reruns = [rerun_note(run, earlier) for run, earlier in zip(arms(v6), arms(v5))]
+    reruns = [rerun_note(run, earlier) for run, earlier in same_eps(v6, v5)]
     later = "" if pending else (f"; in a later session, ε = 0 for the same {eps01.steps} steps from the same code, "
                                 f"alone on {device(arms(v6)[1])}, in {arms(v6)[1].train_seconds:.0f} s. ")
     best, last = best_record(eps01.valid), eps01.valid[-1]
@@ -788,7 +822,7 @@ def v6_section(v6: list[Run], v5: list[Run], fig: dict[str, str]) -> list[str]:
 
 def cross_gpu_rerun(v6: list[Run], v5: list[Run]) -> tuple[Run, Run] | None:
     """A v6 arm and v5's arm of the same ε that ran on different GPU kinds, if there is one."""
-    pairs = [(r, e) for r, e in zip(arms(v6), arms(v5)) if len(v6) == 2 and run_gpu(r) != run_gpu(e)]
+    pairs = [(r, e) for r, e in same_eps(v6, v5) if len(v6) == 2 and gpu_of(r) != gpu_of(e)]
     return pairs[0] if pairs else None
 
 
@@ -825,7 +859,8 @@ def eps_headline(version: str, runs: list[Run]) -> str:
                          f"{rise[0.1]:+.2f} / {rise[0.0]:+.2f} from the best checkpoint to the end)")
     else:
         ppl_text = f"higher with smoothing, as in the paper ({VASWANI[0.0][0]} → {VASWANI[0.1][0]})"
-    gpus = {r.eps: run_gpu(r) or GPU for r in (a, b)}
+    gpus = {r.eps: gpu_of(r) for r in (a, b)}
+    pace = "faster" if steps_per_second(a) > steps_per_second(b) else "slower"
     where = ("each alone on the GPU" if gpus[0.0] == gpus[0.1] else
              f"each alone on a GPU: ε = 0.1 on an {gpus[0.1]}, ε = 0 on an {gpus[0.0]}")
     return (
@@ -841,7 +876,7 @@ def eps_headline(version: str, runs: list[Run]) -> str:
         f"{b.train_seconds:.0f} s of training for ε = 0.1"
         + (" (the issue's ~20 minutes)" if b.train_seconds >= ISSUE_SECONDS else
            ", not the issue's ~20 minutes (device time)")
-        + ("; " if gpus[0.0] == gpus[0.1] else f", {a.train_seconds:.0f} s for ε = 0 on the faster GPU; ")
+        + ("; " if gpus[0.0] == gpus[0.1] else f", {a.train_seconds:.0f} s for ε = 0 on the {pace} GPU; ")
         + "one seed, so no spread to judge the differences against (the reading below)."
     )
 

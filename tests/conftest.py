@@ -67,16 +67,25 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def fsynced(monkeypatch) -> list[str]:
-    """The paths fsynced from now on (files and directories), in order; the fsyncs still happen."""
-    paths: list[str] = []
-    real_fsync = os.fsync
+    """The paths fsynced from now on (files and directories) and "rename -> DST" for each rename, in
+    order; the fsyncs and renames still happen."""
+    events: list[str] = []
+    real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
 
     def recording_fsync(fd):
-        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        events.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
+    def recording(real):
+        def rename(src, dst, *args, **kwargs):
+            events.append(f"rename -> {dst}")
+            return real(src, dst, *args, **kwargs)
+        return rename
+
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    return paths
+    monkeypatch.setattr(os, "replace", recording(real_replace))
+    monkeypatch.setattr(os, "rename", recording(real_rename))
+    return events
 
 
 @pytest.fixture(autouse=True)

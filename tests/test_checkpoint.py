@@ -1,5 +1,8 @@
 """checkpoint.CheckpointWriter: background writes that snapshot first, keep order and report errors."""
 
+import errno
+import os
+
 import pytest
 import torch
 
@@ -63,6 +66,27 @@ def test_written_and_copied_checkpoints_reach_the_disk_before_and_after_their_re
     last, best = tmp_path / "checkpoint_last.pt", tmp_path / "checkpoint_best.pt"
     save_checkpoint(state_with(torch.ones(4)), last)
     copy_checkpoint(last, best)
-    assert fsynced == [str(tmp_path / ".checkpoint_last.pt.tmp"), str(tmp_path),
-                      str(tmp_path / ".checkpoint_best.pt.tmp"), str(tmp_path)]
+    assert fsynced == [str(tmp_path / ".checkpoint_last.pt.tmp"), f"rename -> {last}", str(tmp_path),
+                       str(tmp_path / ".checkpoint_best.pt.tmp"), f"rename -> {best}", str(tmp_path)]
     assert load_checkpoint(best)["model"]["weight"].tolist() == [1.0] * 4
+
+
+def test_a_directory_that_cannot_be_synced(tmp_path, monkeypatch):
+    """EINVAL (a filesystem without directory fsync) is not an error; another failure says the new
+    checkpoint is already in place, not that the old one is intact."""
+    real_fsync = os.fsync
+
+    def failing_on_directories(code):
+        def fsync(fd):
+            if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+                raise OSError(code, os.strerror(code))
+            real_fsync(fd)
+        return fsync
+
+    path = tmp_path / "checkpoint_last.pt"
+    monkeypatch.setattr(os, "fsync", failing_on_directories(errno.EINVAL))
+    save_checkpoint(state_with(torch.ones(2)), path)
+    monkeypatch.setattr(os, "fsync", failing_on_directories(errno.EIO))
+    with pytest.raises(UserError, match="checkpoint_last.pt was written, but syncing its directory failed"):
+        save_checkpoint(state_with(torch.zeros(2)), path)
+    assert load_checkpoint(path)["model"]["weight"].tolist() == [0.0, 0.0]

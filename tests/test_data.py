@@ -103,13 +103,13 @@ def test_full_disk_while_caching_is_one_error_and_leaves_no_half_cache(tmp_path,
 def test_cache_files_reach_the_disk_before_the_cache_is_complete(tmp_path, fsynced):
     """Every array and meta.json is fsynced under the temporary name, then the directory after the
     rename: a power loss cannot leave a cache that looks complete but holds empty files."""
-    synced = fsynced
     prepare(files_config(tmp_path), verbose=False)
     train_dir = next((tmp_path / "data").glob("tok-*/train-*"))
     files = sorted(p.name for p in train_dir.iterdir())
-    written = [Path(p) for p in synced if Path(p).parent.name == train_dir.name + ".tmp"]
+    written = [Path(p) for p in fsynced if Path(p).parent.name == train_dir.name + ".tmp"]
     assert sorted(p.name for p in written) == files  # each file, while still under the temporary name
-    assert str(train_dir.parent) in synced[synced.index(str(written[-1])):]  # then the rename
+    after = fsynced[fsynced.index(str(written[-1])) + 1:]
+    assert after[:2] == [f"rename -> {train_dir}", str(train_dir.parent)]  # then the rename, then its directory
 
 
 def test_target_unigram_entropy_counts_eos_and_is_chunk_independent():

@@ -391,7 +391,7 @@ def test_eps_reading_single_seed(track):
     assert "test BLEU 2.40 vs 2.11 for the averages (the same steps in both arms)" in text
     assert "6.00 vs 5.27 for the best checkpoints (steps 1554 / 1553)" in text
     assert "+0.73 (v3)" in text and "-1.00 (v1)" in text and "its sign changed from run to run" in text
-    assert "std over seeds was up to 0.01, against which the +0.29 of the averages is beyond noise" in text
+    assert "std over seeds was up to 0.01, against which the +0.29 of the averages is larger than that spread" in text
     assert "lower best dev NLL in 2 of 2 versions;" in text
     assert ("lowered the dev ECE of the best checkpoint in every calibrated version (v1, v3: v1: 0.0600 → 0.0400; "
             "v3: 0.0600 → 0.0400") in text
@@ -403,7 +403,10 @@ def test_eps_reading_single_seed(track):
             "there, 5.17 at the end)") in text
     peaked = common.Run(Path("."), "x", 0.0, 1, [], [{"step": s, "nll": n, "bleu": b} for s, n, b in
                                                      ((500, 5.0, 0.4), (1000, 4.0, 1.8), (1500, 4.2, 3.0), (2000, 4.5, 2.0))])
-    assert report.bleu_after_best(peaked) == "1.80 there, 3.00 at its highest (step 1500), 2.00 at the end"
+    assert report.bleu_after_best(peaked) == (True, "1.80 there, 3.00 at its highest (step 1500), 2.00 at the end")
+    peaked_before = common.Run(Path("."), "x", 0.0, 1, [], [{"step": s, "nll": n, "bleu": b} for s, n, b in
+                                                            ((500, 5.0, 2.5), (1000, 4.0, 1.8), (1500, 4.2, 1.5))])
+    assert report.bleu_after_best(peaked_before) == (False, "1.80 there, 1.50 at the end")
 
 
 def with_eps0_overfitting(runs):
@@ -518,7 +521,7 @@ def test_report_renders_from_real_results():
     assert "| post-norm, hf init, dropout 0.3 | v4 | 6.279 | 4.950 | 3.983 |" in text
     # v6's ε = 0.1 arm reran v5's first steps on another machine with the same numbers
     assert "ε = 0.1: 112 of the 112 training and validation records it shares with v5's arm (up to step 5100)" in text
-    assert "| 0.1 | 13664 | 1203 | avg of steps 12500, 13000, 13500 | 3.548 |" in text
+    assert "| 0.1 | 13664 | 1203 | NVIDIA H100 80GB HBM3 | avg of steps 12500, 13000, 13500 | 3.548 |" in text
     # its ε = 0 arm ran on an H200: named, and its drift from v5's H100 run measured
     assert "except v6's ε = 0.0 arm, on one NVIDIA H200 (the same torch)." in text
     assert "ε = 0.0: 0 of the 112 training and validation records it shares with v5's arm" in text
@@ -569,20 +572,50 @@ def test_an_arm_rerun_on_another_gpu_kind_is_named_and_its_drift_measured(track,
     note = report.rerun_note(rerun, earlier)
     assert note.startswith(f"ε = 0.0: 0 of the {len(eps0.train) + len(eps0.valid)} training and validation records")
     assert "the NVIDIA H200 against v5's NVIDIA H100 80GB HBM3" in note
-    assert "part from the first logged step (step 250: accuracy 0.260000 vs 0.250000" in note
+    assert "parts the numbers from step 250 on (accuracy 0.260000 vs 0.250000" in note
+    later = dataclasses.replace(rerun, train=[{**r, "accuracy": 0.25 if r["step"] < 750 else 0.26} for r in eps0.train])
+    assert "parts the numbers from step 750 on" in report.rerun_note(later, earlier)
+    same = dataclasses.replace(eps0, train=[{**r, "accuracy": 0.25} for r in eps0.train], valid=earlier.valid)
+    assert report.rerun_note(same, earlier).endswith("but other kernels, and still the same numbers")
     assert report.rerun_note(eps01, dataclasses.replace(eps01, folder=earlier_dir)).endswith(
         "both on the NVIDIA H100 80GB HBM3")
     noise = report.gpu_noise_note(rerun, earlier, gap=1.0)
-    assert "differed by up to 0.150 nats of dev NLL and 0.50 greedy dev BLEU at the 3 validations both made" in noise
-    assert "scored test BLEU 5.27 vs 5.00: 0.27 BLEU of noise" in noise and "below the +1.00 between" in noise
-    assert "not below the +0.20" in report.gpu_noise_note(rerun, earlier, gap=0.2)
+    assert ("differed by up to 0.150 nats of dev NLL and 0.50 greedy dev BLEU (first 500 dev sentences) at the 3 "
+            "validations both made (steps 500–1553)") in noise
+    assert "scored test BLEU 5.27 vs 5.00: the hardware's rounding alone" in noise
+    assert "The +1.00 between the averages is larger than both; one seed cannot settle it." in noise
+    assert "is larger than the test-BLEU difference but not than the dev one" in report.gpu_noise_note(
+        rerun, earlier, gap=0.4)
+    assert "The +0.20 between the averages is within them" in report.gpu_noise_note(rerun, earlier, gap=0.2)
     v5 = [dataclasses.replace(r, folder=earlier_dir) for r in runs]
     assert report.cross_gpu_rerun(runs, v5) == (eps0, v5[0])
     assert report.cross_gpu_rerun(runs[1:], v5) is None           # v6 with one arm: nothing to compare yet
     assert report.other_gpu_runs({"v5": v5, "v6": runs}) == ["v6's ε = 0.0 arm, on one NVIDIA H200 (the same torch)"]
     head = report.eps_headline("v6", runs)
     assert "each alone on a GPU: ε = 0.1 on an NVIDIA H100 80GB HBM3, ε = 0 on an NVIDIA H200" in head
-    assert f"{eps0.train_seconds:.0f} s for ε = 0 on the faster GPU" in head
+    assert f"{eps0.train_seconds:.0f} s for ε = 0 on the slower GPU" in head  # 1553 steps in its time vs 1554
+    assert f"| 1553 | {eps0.train_seconds:.0f} | NVIDIA H200 | best (step 1553) |" in report.newstest_table(runs)
+    assert " GPU " not in report.newstest_table(runs[1:])  # one GPU: no column
+    unknown = earlier_dir / "unknown"
+    unknown.mkdir()
+    assert report.gpu_of(dataclasses.replace(eps01, folder=unknown)) == report.GPU  # no file: the default GPU
+    assert report.rerun_note(eps01, dataclasses.replace(eps01, folder=unknown)).endswith("both on the " + report.GPU)
     reading = report.eps_reading("v6", {"v6": runs}, [synthetic_run(e, s, nll=1.5, bleu=30.0 + s / 100)
                                                       for e in (0.0, 0.1) for s in (1, 2)], (rerun, earlier))
     assert "The same arm (ε = 0.0, same code, seed and batches) on two GPU kinds (NVIDIA H200 here" in reading
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name, driver_version\nNVIDIA H200, 580\n", "NVIDIA H200"),
+    ("NVIDIA H100 80GB HBM3\n", "NVIDIA H100 80GB HBM3"),
+    ("\ufeff Name, memory.total [MiB]\n  NVIDIA H200, 143771 MiB\n", "NVIDIA H200"),
+    ("name, driver_version\n", "from gpu.txt"),          # header only: says nothing, the folder's file does
+    ("", "from gpu.txt"),
+])
+def test_run_gpu_reads_nvidia_smi_csv_and_falls_back(tmp_path, text, expected):
+    (tmp_path / "gpu.txt").write_text("from gpu.txt\n")
+    (tmp_path / "gpu_ls0.0.txt").write_text(text)
+    run = common.Run(tmp_path, "ls0.0", 0.0, 1, [], [])
+    assert common.run_gpu(run) == expected
+    (tmp_path / "gpu.txt").unlink()
+    assert common.run_gpu(run) == (None if expected == "from gpu.txt" else expected)

@@ -39,7 +39,6 @@ def save_checkpoint(state: dict, path: Path) -> None:
             torch.save(state, f)
             sync_file(f)
         os.replace(tmp, path)
-        sync_directory(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact. "
@@ -48,6 +47,16 @@ def save_checkpoint(state: dict, path: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {path}: {e}; the previous checkpoint is intact. "
                         "Free disk space or set train.out_dir to a writable place, then --resume") from None
+    _sync_rename(path)
+
+
+def _sync_rename(path: Path) -> None:
+    """Make the rename that put `path` in place durable; if that fails, the new file is there already."""
+    try:
+        sync_directory(path.parent)
+    except OSError as e:
+        raise UserError(f"checkpoint {path} was written, but syncing its directory failed ({e.strerror or e}): a "
+                        "power loss could still lose it. Check the disk, then --resume") from None
 
 
 class CheckpointWriter:
@@ -125,11 +134,11 @@ def copy_checkpoint(src: Path, dst: Path) -> None:
         with open(tmp, "rb") as copied:
             sync_file(copied)
         os.replace(tmp, dst)
-        sync_directory(dst.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write checkpoint {dst}: {e.strerror or e}; checkpoint_last.pt is intact. "
                         "Free disk space or set train.out_dir to a writable place, then --resume") from None
+    _sync_rename(dst)
 
 
 def load_checkpoint(path: Path) -> dict:

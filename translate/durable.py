@@ -5,6 +5,7 @@ looking name over empty or partial data."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -16,9 +17,13 @@ def sync_file(f) -> None:
 
 
 def sync_directory(path: Path) -> None:
-    """fsync a directory: its entries, i.e. the renames into it, become durable."""
+    """fsync a directory: its entries, i.e. the renames into it, become durable. A filesystem that
+    cannot sync a directory (EINVAL, ENOTSUP) has nothing to make durable this way: not an error."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
