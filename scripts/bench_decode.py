@@ -187,7 +187,8 @@ def parse_args(argv=None):
     p.add_argument("--systems", default="translate,hf", help="translate, hf, or both")
     p.add_argument("--no-greedy", action="store_true", help="skip the greedy rows")
     p.add_argument("--cuda-graphs", action="store_true",
-                   help="also translate's forced rows with static shapes and CUDA graphs (`translate eval --cuda-graphs`)")
+                   help="also translate's forced rows with static shapes and CUDA graphs (`translate eval --cuda-graphs`; "
+                        "on a CPU the static shapes alone, no graph)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output", type=Path)
     p.add_argument("--markdown", type=Path)

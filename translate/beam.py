@@ -67,7 +67,8 @@ def _next_logprobs(logits, *, at_limit, bos_id, eos_id, pad_id):
     """log p(v | prefix) (N, V) from the next-token logits (N, V); pad and BOS are never produced,
     and rows `at_limit` (N,) may only produce EOS (with its true log-probability)."""
     lprobs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # (N, V)
-    lprobs[:, [pad_id, bos_id]] = NEG_INF
+    lprobs[:, pad_id] = NEG_INF  # two scalar fills: a list index would be a host-to-device copy per step
+    lprobs[:, bos_id] = NEG_INF
     only_eos = torch.full_like(lprobs, NEG_INF)
     only_eos[:, eos_id] = lprobs[:, eos_id]
     return torch.where(at_limit[:, None], only_eos, lprobs)

@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "faster on GPUs; beam scores stay float32 either way")
         p.add_argument("--cuda-graphs", action="store_true",
                        help="decode with fixed shapes, each batch's decoder step captured once as a CUDA graph "
-                            "and replayed (GPU only; the same translations)")
+                            "and replayed (GPU only; the same translations up to float rounding)")
 
     p = commands.add_parser("eval", help="decode a test set and print sacreBLEU and chrF",
                             description="Translate a test set with beam search and score it with sacreBLEU "

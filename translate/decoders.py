@@ -9,7 +9,9 @@ Both hold a DecoderCache for N rows and answer `decoder(last, t)`: the logits (N
 - `StaticDecoder` keeps every row and every shape fixed for the whole search (finished rows are
   decoded and ignored), so on a GPU its step, embedding to logits, is captured once as a CUDA graph
   and each step is one replay instead of a few hundred kernel launches. Its `reorder` moves the
-  cached keys and values in place: the graph reads them at fixed addresses.
+  cached keys and values in place: the graph reads them at fixed addresses. Its attention runs over
+  the whole cache under a mask (another SDPA kernel than the unmasked cached step), so its logits
+  equal the CachedDecoder's up to float rounding, and a near-tie can pick another token.
 """
 
 from __future__ import annotations
@@ -58,17 +60,19 @@ class StaticDecoder:
         return self.model.decode_step(self.tokens, self.position, self.cache, self.memory_mask)  # (N, V)
 
     def _capture(self) -> None:
-        """Record one step (PyTorch's recipe: warm up on a side stream, then capture). The warm-up
-        writes garbage at position 0, which the first real step overwrites."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._step()  # the output buffer every replay overwrites
+        """Record one step (PyTorch's recipe: warm up on a side stream, then capture), on the device
+        the tensors live on (streams are per device: cuda:1's kernels are not captured by cuda:0's
+        stream). The warm-up writes garbage at position 0, which the first real step overwrites."""
+        with torch.cuda.device(self.tokens.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._step()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self._step()  # the output buffer every replay overwrites
 
     def __call__(self, last: torch.Tensor, t: int) -> torch.Tensor:
         """The logits (N, V) for tokens `last` (N,) at position t; with a graph, valid until the next call."""
@@ -77,7 +81,8 @@ class StaticDecoder:
         self.written = t + 1
         if self.graph is None:
             return self._step()
-        self.graph.replay()
+        with torch.cuda.device(self.tokens.device):
+            self.graph.replay()
         return self.logits
 
     def reorder(self, rows: torch.Tensor, *, drop: bool) -> None:

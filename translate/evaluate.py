@@ -188,6 +188,7 @@ def run_eval(args) -> int:
     seconds = time.perf_counter() - start
     result = {"checkpoint": str(args.checkpoint), "test_set": name, "sentences": len(sources),
               "beam": options.beam, "lenpen": options.lenpen, "device": str(device), "dtype": args.dtype,
+              "cuda_graphs": options.cuda_graphs,
               "decode_seconds": round(seconds, 3), "sentences_per_second": round(len(sources) / seconds, 1),
               **score(hypotheses, references)}
     if args.output:
@@ -201,7 +202,7 @@ def run_eval(args) -> int:
     print(f"     {result['bleu_detail']}")
     print(f"chrF {result['chrf']:.2f}  ({result['chrf_signature']})")
     print(f"length ratio {result['length_ratio']:.3f}; {result['sentences_per_second']:.1f} sentences/s "
-          f"({seconds:.1f} s on {device}, {args.dtype})")
+          f"({seconds:.1f} s on {device}, {args.dtype}{', CUDA graphs' if options.cuda_graphs else ''})")
     return 0
 
 
