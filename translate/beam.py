@@ -80,7 +80,7 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
     """Beam search for each sentence of src (B, S); returns up to `nbest` hypotheses each, best first.
 
     lenpen is the α ≥ 0 of `length_penalty`. static_shapes: decode with a StaticDecoder (a CUDA
-    graph per batch on a GPU); the same hypotheses.
+    graph per batch on a GPU); the same hypotheses up to float rounding.
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest ({nbest}) must be between 1 and beam_size ({beam_size})")
