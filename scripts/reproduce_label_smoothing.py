@@ -710,6 +710,11 @@ def v5_section(v5: list[Run], v4: list[Run], fig: dict[str, str], *, latest: boo
 NUMERICS = ("loss", "nll", "accuracy", "grad_norm", "bleu")  # what a deterministic rerun reproduces exactly
 
 
+def same_record(a: dict, b: dict) -> bool:
+    """Whether two logged records of one step hold the same NUMERICS (their clocks may differ)."""
+    return all(a.get(f) == b.get(f) for f in NUMERICS)
+
+
 def same_numbers(run: Run, earlier: Run) -> tuple[int, int]:
     """(records with the same numbers, records shared): the logged training and validation records of
     two runs of one recipe at the steps both logged, compared on NUMERICS (clocks differ)."""
@@ -717,7 +722,7 @@ def same_numbers(run: Run, earlier: Run) -> tuple[int, int]:
         return {(kind, rec["step"]): rec for kind, recs in (("train", r.train), ("valid", r.valid)) for rec in recs}
     mine, theirs = keyed(run), keyed(earlier)
     shared = [k for k in mine if k in theirs]
-    same = sum(all(mine[k].get(f) == theirs[k].get(f) for f in NUMERICS) for k in shared)
+    same = sum(same_record(mine[k], theirs[k]) for k in shared)
     return same, len(shared)
 
 
@@ -768,7 +773,7 @@ def first_difference(run: Run, earlier: Run) -> tuple[dict, dict] | None:
     theirs = {r["step"]: r for r in earlier.train}
     for mine in run.train:
         other = theirs.get(mine["step"])
-        if other is not None and any(mine.get(f) != other.get(f) for f in NUMERICS):
+        if other is not None and not same_record(mine, other):
             return mine, other
     return None
 

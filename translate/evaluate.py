@@ -175,10 +175,16 @@ def _test_pairs(args, cfg: Config) -> tuple[list[str], list[str], str]:
     return [s for s, _ in pairs], [t for _, t in pairs], corpora.describe(d.test, src_lang=d.src_lang, tgt_lang=d.tgt_lang)
 
 
-def run_eval(args) -> int:
+def _load(args) -> tuple[torch.device, Transformer, Tokenizer, Config, DecodeOptions]:
+    """What `eval` and `translate` both start from: the device, the checkpoint's model (in --dtype),
+    tokenizer and config, and the decoding options."""
     device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
     model, tokenizer, cfg = load_for_inference(args.checkpoint, device, getattr(torch, args.dtype))
-    options = _options(args, cfg, device)
+    return device, model, tokenizer, cfg, _options(args, cfg, device)
+
+
+def run_eval(args) -> int:
+    device, model, tokenizer, cfg, options = _load(args)
     sources, references, name = _test_pairs(args, cfg)
     start = time.perf_counter()
     hypotheses = translate_sentences(model, tokenizer, sources, options=options, device=device,
@@ -207,9 +213,7 @@ def run_eval(args) -> int:
 
 
 def run_translate(args) -> int:
-    device = resolve_device(args.device, setting="--device", cpu_fix="--device cpu")
-    model, tokenizer, cfg = load_for_inference(args.checkpoint, device, getattr(torch, args.dtype))
-    options = _options(args, cfg, device)
+    device, model, tokenizer, _, options = _load(args)
     if args.input:
         lines = corpora.read_lines(corpora.find_file(args.input))
     else:
