@@ -92,6 +92,20 @@ def peak_memory_gb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 1e9
 
 
+def write_profile(run, *, device: torch.device, path: Path, heading: str, row_limit: int = 40) -> None:
+    """The operators and kernels of run() under torch.profiler, sorted by total device (or CPU) time,
+    written to `path` under `heading`. Call it after the timed measurements: a profiler left running
+    slows whatever is timed after it (results/bench/train_c)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run()
+        synchronize(device)
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=row_limit, max_name_column_width=70)
+    path.write_text(f"{heading}; sorted by {sort_by}\n\n{table}\n")
+
+
 def matmul_peak_flops(device: torch.device, *, n: int, dtype: torch.dtype, repeats: int = 20) -> float:
     """Measured FLOP/s of an n×n×n matmul in `dtype` after warm-up: the denominator of MFU."""
     a = torch.randn(n, n, device=device, dtype=dtype)

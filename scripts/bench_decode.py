@@ -29,6 +29,7 @@ import os
 import sys
 import traceback
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -190,6 +191,9 @@ def parse_args(argv=None):
                    help="also translate's forced rows with static shapes and CUDA graphs (`translate eval --cuda-graphs`; "
                         "on a CPU the static shapes alone, no graph)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile", type=Path,
+                   help="after the timing, a torch.profiler table of translate's forced beam row (and, with "
+                        "--cuda-graphs, of its graphs row, in FILE's name + _graphs)")
     p.add_argument("--output", type=Path)
     p.add_argument("--markdown", type=Path)
     return p.parse_args(argv)
@@ -212,6 +216,7 @@ def main(argv=None) -> int:
 
     searches = [args.beam] + ([] if args.no_greedy or args.beam == 1 else [1])
     rows = []
+    profiled = []  # (path, run) of translate's forced beam rows, profiled after all the timing
     for beam in searches:
         options = DecodeOptions(beam=beam, lenpen=args.lenpen if beam > 1 else 0.0, max_len_a=1.0,
                                 max_len_b=max_len_b, batch_tokens=args.batch_tokens)
@@ -220,9 +225,11 @@ def main(argv=None) -> int:
         if "translate" in systems:
             variants = [("", options)] + ([("_graphs", replace(options, cuda_graphs=True))] if args.cuda_graphs else [])
             for suffix, o in variants:
-                candidates.append((f"translate_{search}_forced{suffix}", lambda s, o=o: run_translate(
-                    model, tokenizer, s, options=o, device=device, forced=True),
+                run = partial(run_translate, model, tokenizer, options=o, device=device, forced=True)
+                candidates.append((f"translate_{search}_forced{suffix}", run,
                     lambda s, _, o=o: forced_tokens(tokenizer, s, options=o, max_positions=model.cfg.max_positions)))
+                if args.profile and beam == args.beam:
+                    profiled.append((args.profile.with_stem(args.profile.stem + suffix), run))
         if "hf" in systems:
             candidates.append((f"hf_{search}_forced", hf_runner(dims, model.cfg.max_positions, tokenizer,
                                                                 options=options, device=device, dtype=dtype),
@@ -260,6 +267,11 @@ def main(argv=None) -> int:
     table = common.markdown_table(rows, COLUMNS)
     common.write_outputs(result, table, output=args.output, markdown=args.markdown,
                          title="Decoding speed (scripts/bench_decode.py)")
+    for path, run in profiled:
+        print(f"[bench_decode] profiling into {path} ...", file=sys.stderr, flush=True)
+        run(warmup)
+        common.write_profile(lambda run=run: run(sentences), device=device, path=path,
+                             heading=f"{path.stem}: {len(sentences)} sentences, {args.dtype}")
     return 0
 
 

@@ -293,21 +293,17 @@ def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], wo
 
 def write_profile(system: str, dims: dict, warmup: list[Batch], batches: list[Batch], *, device, autocast,
                   seed: int, path: Path) -> None:
-    """Operators and kernels of the timed steps of `system` (built and warmed up afresh), sorted by
-    total device (or CPU) time. Run after every system is timed: the profiler is not left running
-    under anyone's timing."""
-    from torch.profiler import ProfilerActivity, profile
+    """Operators and kernels of the timed steps of `system` (built and warmed up afresh). Run after
+    every system is timed: the profiler is not left running under anyone's timing."""
     _, step = build(system, dims, device, autocast, seed)
     for batch in warmup:
         step(batch)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+
+    def timed_steps():
         for batch in batches:
             step(batch)
-        common.synchronize(device)
-    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort_by, row_limit=40, max_name_column_width=70)
-    path.write_text(f"{len(batches)} steps; sorted by {sort_by}\n\n{table}\n")
+
+    common.write_profile(timed_steps, device=device, path=path, heading=f"{system}: {len(batches)} steps")
 
 
 def batch_flops(batch: Batch, dims: dict) -> int:

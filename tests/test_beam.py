@@ -54,7 +54,7 @@ class ScriptedCache:
     def __init__(self, prefixes):
         self.prefixes = prefixes  # (N, t) every token fed so far, BOS first
 
-    def reorder(self, index):
+    def reorder(self, index, *, cross=True):  # no cross-attention state: `cross` changes nothing here
         self.prefixes = self.prefixes[index]
 
 

@@ -65,7 +65,7 @@ def test_bench_train_tiny_cpu(tmp_path):
     assert rows["translate"]["vs_translate"] == 1.0
     assert "| translate |" in (tmp_path / "t.md").read_text()
     profile = (tmp_path / "profile.txt").read_text()  # the first system's 2 timed steps, profiled afterwards
-    assert profile.startswith("2 steps; sorted by cpu_time_total") and "aten::mm" in profile
+    assert profile.startswith("translate: 2 steps; sorted by cpu_time_total") and "aten::mm" in profile
     assert "_LinearSmoothedCrossEntropy" in profile  # translate's fused loss, not a peer's
 
 
@@ -125,7 +125,12 @@ def test_bench_decode_tiny_cpu(tmp_path, spm_and_source):
     spm, src = spm_and_source
     out = tmp_path / "decode.json"
     bench_decode.main(["--device", "cpu", "--tiny", "--spm", str(spm), "--src", str(src), "--systems", "translate",
-                       "--cuda-graphs", "--output", str(out)])  # on the CPU: static shapes, no graph
+                       "--cuda-graphs", "--output", str(out), "--profile", str(tmp_path / "beam.txt")])
+    # On the CPU: static shapes, no graph. The profiles: the forced beam rows, eager and static, run again.
+    for name, step in (("beam.txt", "aten::log_softmax"), ("beam_graphs.txt", "aten::scaled_dot_product_attention")):
+        profile = (tmp_path / name).read_text()
+        assert profile.startswith(f"{name[:-4]}: 6 sentences, float32; sorted by cpu_time_total"), profile[:80]
+        assert step in profile and "aten::topk" in profile
     result = json.loads(out.read_text())
     rows = {r["system"]: r for r in result["rows"]}
     assert set(rows) == {"translate_beam4_forced", "translate_beam4_forced_graphs", "translate_beam4_natural",

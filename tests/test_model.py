@@ -135,6 +135,31 @@ def test_cache_reorder_selects_rows():
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 3:], rtol=0, atol=1e-10)
 
 
+def test_a_beam_reorder_may_leave_the_cross_attention_state():
+    """Rows that move within their sentence (beams sharing one memory) need no cross-attention copy:
+    the next steps are the same with cross=False; moving rows across sentences is not."""
+    model = tiny_model()
+    src, mask = random_batch([6, 3], seed=4)
+    K = 3
+    memory = model.encode(src, mask).repeat_interleave(K, dim=0)  # (B·K, S, D) row b·K + k
+    mask = mask.repeat_interleave(K, dim=0)
+    tgt = torch.cat([torch.full((6, 1), BOS), torch.randint(4, V, (6, 4))], dim=1)  # (B·K, 5)
+    within = torch.tensor([2, 2, 0, 4, 3, 3])  # each row takes a beam of its own sentence
+    across = torch.tensor([3, 4, 5, 0, 1, 2])  # the two sentences swap places
+
+    def next_steps(index, cross):
+        with torch.no_grad():
+            cache = model.new_cache(6, 5, memory, mask)
+            for t in range(2):
+                model.decode(tgt[:, t : t + 1], memory, mask, cache)
+            cache.reorder(index, cross=cross)
+            return torch.cat([model.decode(tgt[index, t : t + 1], memory[index], mask[index], cache)
+                              for t in range(2, 5)], dim=1)
+
+    torch.testing.assert_close(next_steps(within, cross=False), next_steps(within, cross=True), rtol=0, atol=0)
+    assert not torch.allclose(next_steps(across, cross=False), next_steps(across, cross=True))
+
+
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_source_padding_changes_nothing(norm_first):
     model = tiny_model(norm_first=norm_first)

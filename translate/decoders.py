@@ -33,10 +33,11 @@ class CachedDecoder:
 
     def reorder(self, rows: torch.Tensor, *, drop: bool) -> None:
         """Continue with cache rows `rows` (N',); `drop`: rows of other sentences left too (the memory
-        rows then follow; within a sentence they are identical, so a plain beam reorder skips them)."""
+        rows and their cross-attention keys/values then follow; within a sentence they are identical,
+        so a plain beam reorder skips them)."""
         if drop:
             self.memory, self.mask = self.memory[rows], self.mask[rows]
-        self.cache.reorder(rows)
+        self.cache.reorder(rows, cross=drop)
 
 
 class StaticDecoder:

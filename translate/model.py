@@ -215,8 +215,12 @@ class DecoderCache:
     cross_v: torch.Tensor  # (L, B, H, S, dh)
     length: int = 0  # target positions decoded so far
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (N,), N ≤ B, e.g. the source beam of each surviving hypothesis."""
+    def reorder(self, index: torch.Tensor, *, cross: bool = True) -> None:
+        """Keep rows `index` (N,), N ≤ B, e.g. the source beam of each surviving hypothesis.
+
+        cross=False leaves the cross-attention keys/values as they are: right when every row moves
+        to a row of the same sentence (a beam reorder), whose beams share them.
+        """
         n = self.length
 
         def select(buffer):  # copy only the valid prefix of the preallocated buffer
@@ -225,7 +229,8 @@ class DecoderCache:
             return out
 
         self.self_k, self.self_v = select(self.self_k), select(self.self_v)
-        self.cross_k, self.cross_v = self.cross_k.index_select(1, index), self.cross_v.index_select(1, index)
+        if cross:
+            self.cross_k, self.cross_v = self.cross_k.index_select(1, index), self.cross_v.index_select(1, index)
 
 
 class Transformer(nn.Module):
