@@ -18,8 +18,9 @@ token-bucketed batches (`translate.batching.make_batches`), eager and under torc
     loss passes; for the peers, the whole model)
 
 All three are post-norm (the paper's layout; Marian and nn.Transformer's default). The first
-`--warmup` batches (compilation included) are untimed; the next `--steps` batches are timed, the same
-ones for every system. Batches start on the host and are copied to the device inside the step, as
+`--warmup` batches, then the next `--steps` batches once, are untimed (compilation included: the
+rehearsal of the timed batches makes every recompilation fall before the timing); then those `--steps`
+batches are timed, the same ones for every system. Batches start on the host and are copied to the device inside the step, as
 in train.py. See docs/PERFORMANCE.md and the FLOPs formula in scripts/bench_common.py.
 
     TRANSLATE_DATA=/data python scripts/bench_train.py --config configs/trainmix_base.yaml --output train.json
@@ -56,13 +57,12 @@ from peer_marian import forward_logits  # noqa: E402  (the peer's own forward: n
 SYSTEMS = ["translate", "translate_compiled", "hf_marian", "hf_marian_compiled", "nn_transformer",
            "nn_transformer_compiled", "translate_unfused"]
 BASE = dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6, vocab_size=32000,
-            max_tokens=25000, steps=50, warmup=10, matmul_n=8192)
+            max_tokens=25000, steps=50, warmup=100, matmul_n=8192)
 TINY = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, vocab_size=1000,
             max_tokens=600, steps=3, warmup=1, matmul_n=256)
 DROPOUT, LABEL_SMOOTHING, LR, BETAS, EPS, CLIP = 0.1, 0.1, 7e-4, (0.9, 0.98), 1e-9, 1.0
 MAX_POSITIONS = 1024
 OPTIM = OptimConfig(lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0, clip_norm=CLIP)  # every system's AdamW
-SPARE_SYNTHETIC = 40  # untimed synthetic batches beyond --warmup + --steps, for cover_shape_classes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,34 +85,13 @@ def load_corpus(args):
     return load_split(directory), vocab
 
 
-def real_batches(corpus, *, max_tokens: int, count: int, seed: int) -> tuple[list[Batch], list[Batch]]:
-    """(the first `count` batches of epoch 0, exactly as translate/train.py would make them; the rest
-    of epoch 0, untimed, from which `cover_shape_classes` may take extra warm-up batches)."""
+def real_batches(corpus, *, max_tokens: int, count: int, seed: int) -> list[Batch]:
+    """The first `count` batches of epoch 0, exactly as translate/train.py would make them."""
     index = make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=max_tokens, seed=seed, epoch=0)
     if len(index) < count:
         sys.exit(f"error: the corpus gives {len(index)} batches of {max_tokens} tokens; "
                  f"--warmup + --steps needs {count}")
-    batches = [collate_corpus(corpus, idx) for idx in index]
-    return batches[:count], batches[count:]
-
-
-def shape_class(batch: Batch) -> tuple[bool, bool, bool]:
-    """What compiled graphs specialise on: source / target length a multiple of 8 (Inductor's
-    alignment guards), source and target equally long (Dynamo's duck sizing, where it is on)."""
-    S, T = batch.src.shape[1], batch.tgt_in.shape[1]
-    return S % 8 == 0, T % 8 == 0, S == T
-
-
-def cover_shape_classes(warmup: list[Batch], spare: list[Batch]) -> list[Batch]:
-    """`warmup` plus one batch from `spare` for each shape class it misses, so that a compiled
-    system's one-time recompilations happen before the timing, not in it (in run a on the GPU, the
-    first batch with a source length divisible by 8 came in the timed steps and recompiled the model)."""
-    seen, extra = {shape_class(b) for b in warmup}, []
-    for batch in spare:
-        if shape_class(batch) not in seen:
-            seen.add(shape_class(batch))
-            extra.append(batch)
-    return warmup + extra
+    return [collate_corpus(corpus, idx) for idx in index[:count]]
 
 
 def synthetic_batches(*, vocab_size: int, max_tokens: int, count: int, seed: int, max_len: int = 250) -> list[Batch]:
@@ -257,12 +236,18 @@ def timed_work(timed: list[Batch], dims: dict) -> dict:
 
 def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], work: dict, *, device, autocast,
             peak_flops: float, seed: int) -> dict:
-    """One untimed optimizer step per batch of `warmup`, then one timed step per batch of `timed`
-    (whose tokens and FLOPs are `work`, from `timed_work`)."""
+    """One untimed optimizer step per batch of `warmup` and then of `timed` (a rehearsal), then one
+    timed step per batch of `timed` (whose tokens and FLOPs are `work`, from `timed_work`).
+
+    The rehearsal makes a compiled system meet every batch shape it is timed on before the timing,
+    whatever its compiler guards on: a length's alignment to 8, duck sizing, and Inductor's size
+    thresholds (results/bench/train_e.log: the guard 512·T·B ≥ 5,242,880 recompiled the compiled
+    nn.Transformer inside the timed steps, after a warm-up that covered the alignment classes).
+    """
     common.reset_memory(device)
     model, step = build(system, dims, device, autocast, seed)
     with common.Timer(device) as warm:
-        for batch in warmup:
+        for batch in warmup + timed:
             step(batch)
     losses = []
     with common.Timer(device) as timer:
@@ -293,10 +278,11 @@ def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], wo
 
 def write_profile(system: str, dims: dict, warmup: list[Batch], batches: list[Batch], *, device, autocast,
                   seed: int, path: Path) -> None:
-    """Operators and kernels of the timed steps of `system` (built and warmed up afresh). Run after
-    every system is timed: the profiler is not left running under anyone's timing."""
+    """Operators and kernels of the timed steps of `system` (built, warmed up and rehearsed afresh,
+    as `measure` does). Run after every system is timed: the profiler is not left running under
+    anyone's timing."""
     _, step = build(system, dims, device, autocast, seed)
-    for batch in warmup:
+    for batch in warmup + batches:
         step(batch)
 
     def timed_steps():
@@ -329,7 +315,8 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true", help="tiny dimensions and few steps (CPU tests)")
     p.add_argument("--max-tokens", type=int, help="batch budget per side (default 25000; tiny 600)")
     p.add_argument("--steps", type=int, help="timed steps per system (default 50; tiny 3)")
-    p.add_argument("--warmup", type=int, help="untimed steps per system, compilation included (default 10; tiny 1)")
+    p.add_argument("--warmup", type=int, help="untimed steps per system before it rehearses the timed batches, compilation "
+                        "included (default 100: the HF peer's first ~200 steps run slow; tiny 1)")
     p.add_argument("--vocab-size", type=int, help="vocabulary for synthetic batches (default 32000)")
     p.add_argument("--matmul-n", type=int, help="size of the square matmul that measures the peak (default 8192)")
     p.add_argument("--seed", type=int, default=1)
@@ -355,21 +342,18 @@ def main(argv=None) -> int:
     if args.config or args.data_dir:
         corpus, vocab = load_corpus(args)
         settings["vocab_size"] = vocab
-        batches, spare = real_batches(corpus, max_tokens=settings["max_tokens"], count=count, seed=args.seed)
+        batches = real_batches(corpus, max_tokens=settings["max_tokens"], count=count, seed=args.seed)
         notes.append(f"real batches: the first {count} of epoch 0 (seed {args.seed}) of "
                      f"{args.config or args.data_dir}")
     else:
         batches = synthetic_batches(vocab_size=settings["vocab_size"], max_tokens=settings["max_tokens"],
-                                    count=count + SPARE_SYNTHETIC, seed=args.seed)
-        batches, spare = batches[:count], batches[count:]
+                                    count=count, seed=args.seed)
         notes.append("synthetic batches: random ids, lognormal lengths (median 25), bucketed by make_batches")
         if len(batches) < count:
             sys.exit(f"error: only {len(batches)} synthetic batches for --warmup + --steps = {count}")
-    warmup, timed = cover_shape_classes(batches[:settings["warmup"]], spare), batches[settings["warmup"]:]
-    if len(warmup) > settings["warmup"]:
-        notes.append(f"warm-up: the first {settings['warmup']} batches and {len(warmup) - settings['warmup']} more "
-                     "from later in epoch 0, so that every shape class compiled graphs specialise on is seen "
-                     "before the timing (`cover_shape_classes`)")
+    warmup, timed = batches[:settings["warmup"]], batches[settings["warmup"]:]
+    notes.append(f"warm-up, untimed: the first {len(warmup)} batches, then the {len(timed)} timed ones once "
+                 "(a rehearsal: a compiled system recompiles for their shapes before the timing, not in it)")
     if device.type == "cuda":
         warmup, timed = [b.pin_memory() for b in warmup], [b.pin_memory() for b in timed]
 
