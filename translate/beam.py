@@ -63,15 +63,26 @@ def max_lengths(src_pad_mask: torch.Tensor, *, max_len_a: float, max_len_b: floa
     return torch.tensor(limits, dtype=torch.long, device=src_pad_mask.device)
 
 
-def _next_logprobs(logits, *, at_limit, bos_id, eos_id, pad_id):
-    """log p(v | prefix) (N, V) from the next-token logits (N, V); pad and BOS are never produced,
-    and rows `at_limit` (N,) may only produce EOS (with its true log-probability)."""
-    lprobs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)  # (N, V)
+def _next_logprobs(logits, *, bos_id, pad_id):
+    """log p(v | prefix) (N, V), in float32 at least, from the next-token logits (N, V); pad and BOS
+    are never produced. (Rows at their length limit may only produce EOS: the searches apply that
+    to their few candidates, `_only_eos_at_limit`, rather than with another pass over (N, V).)"""
+    lprobs = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # (N, V)
     lprobs[:, pad_id] = NEG_INF  # two scalar fills: a list index would be a host-to-device copy per step
     lprobs[:, bos_id] = NEG_INF
-    only_eos = torch.full_like(lprobs, NEG_INF)
-    only_eos[:, eos_id] = lprobs[:, eos_id]
-    return torch.where(at_limit[:, None], only_eos, lprobs)
+    return lprobs
+
+
+def _only_eos_at_limit(top_scores, top_index, eos_scores, at_limit, *, eos_id: int, vocab_size: int):
+    """The top 2K candidates (A, 2K) of each sentence, except that a sentence `at_limit` (A,) may only
+    end: its candidates become the EOS extensions of its K beams, `eos_scores` (A, K), best first, then
+    K impossible (−inf) ones. The same top 2K as setting every other token's log-probability to −inf
+    before the top-k, without two more passes over the (A·K, V) log-probabilities every step."""
+    ended, beam = eos_scores.sort(dim=1, descending=True)  # (A, K)
+    limit_scores = torch.cat([ended, torch.full_like(ended, NEG_INF)], dim=1)  # (A, 2K)
+    limit_index = torch.cat([beam * vocab_size + eos_id, torch.zeros_like(beam)], dim=1)  # −inf half: any index
+    return (torch.where(at_limit[:, None], limit_scores, top_scores),
+            torch.where(at_limit[:, None], limit_index, top_index))
 
 
 @torch.no_grad()
@@ -109,13 +120,14 @@ def beam_search(model, src, src_pad_mask, *, beam_size, lenpen, max_len_a, max_l
     for t in range(n_steps):  # t tokens generated so far
         A = active.numel()
         # 1. Score every one-token extension of every live hypothesis.
-        at_limit = (max_len[active] == t).repeat_interleave(K)  # (A·K,)
-        lprobs = _next_logprobs(decoder(last, t), at_limit=at_limit,
-                                bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)  # (A·K, V)
+        lprobs = _next_logprobs(decoder(last, t), bos_id=bos_id, pad_id=pad_id)  # (A·K, V)
         V = lprobs.shape[-1]
         candidates = scores[:, :, None] + lprobs.view(A, K, V)  # (A, K, V)
         # 2. Top 2K of the flattened (A, K·V): at most K end in EOS, so K non-EOS always remain.
+        #    A sentence at its length limit may only end.
         top_scores, top_index = candidates.view(A, K * V).topk(2 * K, dim=1)  # (A, 2K)
+        top_scores, top_index = _only_eos_at_limit(top_scores, top_index, candidates[:, :, eos_id],
+                                                   max_len[active] == t, eos_id=eos_id, vocab_size=V)
         beam, token = top_index // V, top_index % V  # (A, 2K)
         prefix = seqs.gather(1, beam[:, :, None].expand(-1, -1, n_steps))  # (A, 2K, n_steps)
 
@@ -188,9 +200,10 @@ def greedy_search(model, src, src_pad_mask, *, max_len_a, max_len_b, bos_id, eos
     out_logprob = torch.zeros(B, dtype=dtype, device=device)
 
     for t in range(n_steps):
-        lprobs = _next_logprobs(decoder(last, t), at_limit=max_len[active] == t,
-                                bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)  # (A, V)
+        lprobs = _next_logprobs(decoder(last, t), bos_id=bos_id, pad_id=pad_id)  # (A, V)
         best, last = lprobs.max(dim=-1)  # (A,)
+        at_limit = max_len[active] == t  # (A,) may only end
+        best, last = torch.where(at_limit, lprobs[:, eos_id], best), torch.where(at_limit, eos_id, last)
         logprob = logprob + best
         seqs[:, t] = last
         ended = (last == eos_id) & searching  # (A,) at max length EOS is forced, so this covers the limit too
