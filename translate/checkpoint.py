@@ -39,13 +39,10 @@ def save_checkpoint(state: dict, path: Path) -> None:
             torch.save(state, f)
             sync_file(f)
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write (e.g. disk full) as RuntimeError
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact. "
-                        "Free disk space or set train.out_dir to a writable place, then --resume") from None
-    except RuntimeError as e:  # torch.save reports a failed write (e.g. disk full) as RuntimeError
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write checkpoint {path}: {e}; the previous checkpoint is intact. "
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise UserError(f"cannot write checkpoint {path}: {reason}; the previous checkpoint is intact. "
                         "Free disk space or set train.out_dir to a writable place, then --resume") from None
     _sync_rename(path)
 
