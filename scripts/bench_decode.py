@@ -47,6 +47,7 @@ from translate.model import Transformer  # noqa: E402
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer  # noqa: E402
 from peer_marian import max_new_tokens  # noqa: E402  (the peer's generate limit, the same rule)
 
+PROFILED_SENTENCES = 1000  # --profile: about a third of newstest2014, several full batches
 TINY_DIMS = dict(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1, n_decoder_layers=1)
 
 
@@ -192,8 +193,9 @@ def parse_args(argv=None):
                         "on a CPU the static shapes alone, no graph)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", type=Path,
-                   help="after the timing, a torch.profiler table of translate's forced beam row (and, with "
-                        "--cuda-graphs, of its graphs row, in FILE's name + _graphs)")
+                   help=f"after the timing, a torch.profiler table of translate's forced beam row on the first "
+                        f"{PROFILED_SENTENCES} sentences (and, with --cuda-graphs, of its graphs row, in FILE's "
+                        "name + _graphs; kernel times inside graph replays are less reliable)")
     p.add_argument("--output", type=Path)
     p.add_argument("--markdown", type=Path)
     return p.parse_args(argv)
@@ -267,11 +269,15 @@ def main(argv=None) -> int:
     table = common.markdown_table(rows, COLUMNS)
     common.write_outputs(result, table, output=args.output, markdown=args.markdown,
                          title="Decoding speed (scripts/bench_decode.py)")
+    subset = sentences[:PROFILED_SENTENCES]  # a few batches: a full trace of 3003 sentences is ~1M events
     for path, run in profiled:
         print(f"[bench_decode] profiling into {path} ...", file=sys.stderr, flush=True)
-        run(warmup)
-        common.write_profile(lambda run=run: run(sentences), device=device, path=path,
-                             heading=f"{path.stem}: {len(sentences)} sentences, {args.dtype}")
+        try:
+            run(warmup)
+            common.write_profile(lambda run=run: run(subset), device=device, path=path,
+                                 heading=f"{path.stem}: {len(subset)} sentences, {args.dtype}")
+        except Exception:  # the timed rows are already written
+            traceback.print_exc()
     return 0
 
 

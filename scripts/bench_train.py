@@ -20,8 +20,8 @@ token-bucketed batches (`translate.batching.make_batches`), eager and under torc
 All three are post-norm (the paper's layout; Marian and nn.Transformer's default). The first
 `--warmup` batches, then the next `--steps` batches once, are untimed (compilation included: the
 rehearsal of the timed batches makes every recompilation fall before the timing); then those `--steps`
-batches are timed, the same ones for every system. Batches start on the host and are copied to the device inside the step, as
-in train.py. See docs/PERFORMANCE.md and the FLOPs formula in scripts/bench_common.py.
+batches are timed, the same ones for every system. Batches start on the host and are copied to the
+device inside the step, as in train.py. See docs/PERFORMANCE.md and the FLOPs formula in scripts/bench_common.py.
 
     TRANSLATE_DATA=/data python scripts/bench_train.py --config configs/trainmix_base.yaml --output train.json
     python scripts/bench_train.py --synthetic-batches --output train.json
@@ -90,7 +90,7 @@ def real_batches(corpus, *, max_tokens: int, count: int, seed: int) -> list[Batc
     index = make_batches(corpus.src_lengths, corpus.tgt_lengths, max_tokens=max_tokens, seed=seed, epoch=0)
     if len(index) < count:
         sys.exit(f"error: the corpus gives {len(index)} batches of {max_tokens} tokens; "
-                 f"--warmup + --steps needs {count}")
+                 f"--warmup + --steps needs {count}: lower --warmup or --steps")
     return [collate_corpus(corpus, idx) for idx in index[:count]]
 
 
@@ -242,7 +242,7 @@ def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], wo
     The rehearsal makes a compiled system meet every batch shape it is timed on before the timing,
     whatever its compiler guards on: a length's alignment to 8, duck sizing, and Inductor's size
     thresholds (results/bench/train_e.log: the guard 512·T·B ≥ 5,242,880 recompiled the compiled
-    nn.Transformer inside the timed steps, after a warm-up that covered the alignment classes).
+    nn.Transformer, most likely inside the timed steps, after a warm-up that covered the alignment classes).
     """
     common.reset_memory(device)
     model, step = build(system, dims, device, autocast, seed)
@@ -315,8 +315,10 @@ def parse_args(argv=None):
     p.add_argument("--tiny", action="store_true", help="tiny dimensions and few steps (CPU tests)")
     p.add_argument("--max-tokens", type=int, help="batch budget per side (default 25000; tiny 600)")
     p.add_argument("--steps", type=int, help="timed steps per system (default 50; tiny 3)")
-    p.add_argument("--warmup", type=int, help="untimed steps per system before it rehearses the timed batches, compilation "
-                        "included (default 100: the HF peer's first ~200 steps run slow; tiny 1)")
+    p.add_argument("--warmup", type=int,
+                   help="untimed steps per system before it rehearses the timed batches, compilation included "
+                        "(default 100: the timed steps are then each system's steps 151-200, past the HF peer's "
+                        "slow first ~150; tiny 1)")
     p.add_argument("--vocab-size", type=int, help="vocabulary for synthetic batches (default 32000)")
     p.add_argument("--matmul-n", type=int, help="size of the square matmul that measures the peak (default 8192)")
     p.add_argument("--seed", type=int, default=1)

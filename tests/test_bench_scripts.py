@@ -84,6 +84,7 @@ def test_every_system_rehearses_the_timed_batches_before_the_timing(monkeypatch)
     assert seen == ["w", "a", "b", "a", "b"]
     assert row["steps"] == 2 and row["mean_nll"] == 1.0
 
+
 def test_bench_train_records_a_failing_system(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("compile exploded")

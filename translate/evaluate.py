@@ -59,14 +59,20 @@ def translate_sentences(model: Transformer, tokenizer: Tokenizer, sentences: lis
                         device: torch.device, warn=None) -> list[str]:
     """Detokenized translations of `sentences`, in input order (an empty line gives an empty line).
 
-    Sentences are sorted by length and decoded in batches of about `batch_tokens` source tokens.
+    Sentences are sorted by length and decoded in batches of about `batch_tokens` source tokens. A
+    sentence without any finite-scoring hypothesis (a model whose scores are NaN or −inf) gives an
+    empty line and a warning.
     """
     ids = encode_sources(tokenizer, sentences, max_source=model.cfg.max_positions - 1, warn=warn)
     outputs = [""] * len(sentences)
     for batch, src in source_batches(ids, batch_tokens=options.batch_tokens):
         hypotheses = _search(model, src.to(device), options)
         for i, nbest in zip(batch, hypotheses):
-            outputs[i] = tokenizer.decode([nbest[0].tokens])[0]
+            if nbest:
+                outputs[i] = tokenizer.decode([nbest[0].tokens])[0]
+            elif warn:
+                warn(f"line {i + 1}: no translation with a finite score (the model's scores are NaN or -inf); "
+                     "left empty")
     return outputs
 
 
