@@ -234,6 +234,12 @@ def timed_work(timed: list[Batch], dims: dict) -> dict:
             "flops": sum(batch_flops(b, dims) for b in timed)}
 
 
+def rehearse(step, warmup: list[Batch], timed: list[Batch]) -> None:
+    """The untimed steps before a timing: one per batch of `warmup`, then one per batch of `timed`."""
+    for batch in warmup + timed:
+        step(batch)
+
+
 def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], work: dict, *, device, autocast,
             peak_flops: float, seed: int) -> dict:
     """One untimed optimizer step per batch of `warmup` and then of `timed` (a rehearsal), then one
@@ -247,8 +253,7 @@ def measure(system: str, dims: dict, warmup: list[Batch], timed: list[Batch], wo
     common.reset_memory(device)
     model, step = build(system, dims, device, autocast, seed)
     with common.Timer(device) as warm:
-        for batch in warmup + timed:
-            step(batch)
+        rehearse(step, warmup, timed)
     losses = []
     with common.Timer(device) as timer:
         for batch in timed:
@@ -282,8 +287,7 @@ def write_profile(system: str, dims: dict, warmup: list[Batch], batches: list[Ba
     as `measure` does). Run after every system is timed: the profiler is not left running under
     anyone's timing."""
     _, step = build(system, dims, device, autocast, seed)
-    for batch in warmup + batches:
-        step(batch)
+    rehearse(step, warmup, batches)
 
     def timed_steps():
         for batch in batches:

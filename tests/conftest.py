@@ -65,6 +65,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def small_spm(tmp_path_factory) -> Path:
+    """A 60-piece BPE tokenizer trained on both sides of PAIRS (a second): real pieces for tests."""
+    from translate.tokenizer import train_tokenizer
+
+    model_file = tmp_path_factory.mktemp("spm") / "spm.model"
+    train_tokenizer([s for pair in PAIRS for s in pair], model_file=model_file, vocab_size=60, model_type="bpe",
+                    character_coverage=1.0)
+    return model_file
+
+
 @pytest.fixture
 def fsynced(monkeypatch) -> list[str]:
     """The paths fsynced from now on (files and directories) and "rename -> DST" for each rename, in

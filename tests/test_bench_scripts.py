@@ -14,7 +14,7 @@ from conftest import PAIRS, write_lines
 from translate.beam import beam_search, greedy_search
 from translate.config import ModelConfig
 from translate.model import Transformer
-from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizer
+from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -99,13 +99,9 @@ def test_bench_train_records_a_failing_system(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def spm_and_source(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("bench")
-    sentences = [en for en, _ in PAIRS] + [de for _, de in PAIRS]
-    train_tokenizer(sentences, model_file=directory / "spm.model", vocab_size=60, model_type="bpe",
-                    character_coverage=1.0)
-    write_lines(directory / "src.en", [en for en, _ in PAIRS[:6]])
-    return directory / "spm.model", directory / "src.en"
+def spm_and_source(tmp_path_factory, small_spm):
+    source = write_lines(tmp_path_factory.mktemp("bench") / "src.en", [en for en, _ in PAIRS[:6]])
+    return small_spm, source
 
 
 def test_forced_length_wrapper_disables_eos_until_the_limit():

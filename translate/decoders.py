@@ -52,7 +52,6 @@ class StaticDecoder:
         self.memory_mask = ~src_pad_mask[:, None, None, :]  # (N, 1, 1, S) True = attend
         self.tokens = torch.zeros(N, dtype=torch.long, device=device)  # the step's inputs, at fixed addresses
         self.position = torch.zeros((), dtype=torch.long, device=device)
-        self.written = 0  # positions of the cache filled so far
         self.graph = None
         if device.type == "cuda":
             self._capture()
@@ -79,7 +78,7 @@ class StaticDecoder:
         """The logits (N, V) for tokens `last` (N,) at position t; with a graph, valid until the next call."""
         self.tokens.copy_(last)
         self.position.fill_(t)
-        self.written = t + 1
+        self.cache.length = t + 1  # positions filled once this step has run (decode_step leaves it alone)
         if self.graph is None:
             return self._step()
         with torch.cuda.device(self.tokens.device):
@@ -91,6 +90,6 @@ class StaticDecoder:
         self-attention keys and values are copied in place; the memory's rows are the same within a
         sentence, so they stay."""
         assert not drop, "a StaticDecoder keeps its rows"
-        n = self.written
+        n = self.cache.length
         for buffer in (self.cache.self_k, self.cache.self_v):  # (L, N, H, max_len, dh)
             buffer[:, :, :, :n] = buffer[:, rows, :, :n]
