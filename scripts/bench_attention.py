@@ -9,6 +9,9 @@ under the source padding mask) with each implementation in IMPLEMENTATIONS, each
 torch.compile(dynamic=True) as `train.compile` runs the layers, and reports ms per training step
 (× the layer counts) and the largest difference from a float64 reference on one batch.
 
+On an H200 (docs/PERFORMANCE.md, results/bench/attention_b.json) the explicit products were no faster
+in total than SDPA, so `translate` keeps SDPA for training.
+
     python3 scripts/bench_attention.py --config configs/trainmix_postnorm.yaml --output results/x.json
 """
 
@@ -21,15 +24,31 @@ from pathlib import Path
 
 import torch
 
-import translate.model
 import bench_common as common
 from bench_train import BASE, load_corpus, real_batches
-from translate.model import _attention, _math_attention
+from translate.model import _attention, _merge_heads
+
+
+def math_attention(q, k, v, *, mask=None, is_causal=False, score_dtype=None) -> torch.Tensor:
+    """translate's `_attention` as explicit matrix products (no dropout): q (B, H, T, dh), k and v
+    (B, H, S, dh) -> (B, T, D). The scores and the softmax are in `score_dtype`, by default float32 or
+    wider; A·V runs in v's dtype."""
+    score_dtype = score_dtype or torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        scores = torch.matmul(q.to(score_dtype), k.to(score_dtype).transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if is_causal:
+            T, S = scores.shape[-2:]
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        y = torch.matmul(scores.softmax(dim=-1).to(v.dtype), v)
+    return _merge_heads(y)
+
 
 IMPLEMENTATIONS = {
     "sdpa": lambda q, k, v, mask, causal: _attention(q, k, v, mask=mask, is_causal=causal),
-    "math_f32_scores": lambda q, k, v, mask, causal: _math_attention(q, k, v, mask=mask, is_causal=causal),
-    "math_bf16_scores": lambda q, k, v, mask, causal: _math_attention(q, k, v, mask=mask, is_causal=causal,
+    "math_f32_scores": lambda q, k, v, mask, causal: math_attention(q, k, v, mask=mask, is_causal=causal),
+    "math_bf16_scores": lambda q, k, v, mask, causal: math_attention(q, k, v, mask=mask, is_causal=causal,
                                                                       score_dtype=q.dtype),
 }
 
@@ -66,10 +85,10 @@ def max_errors(fn, shape, *, heads: int, head_dim: int, device, dtype, seed: int
     inputs = [torch.randn(B, heads, n, head_dim, generator=generator, dtype=torch.float64) for n in (T, S, S)]
     grad = torch.randn(B, T, heads * head_dim, generator=generator, dtype=torch.float64)
     results = []
-    for run_fn, run_dtype, run_device in ((fn, dtype, device), (_math_attention, torch.float64, "cpu")):
+    reference = IMPLEMENTATIONS["math_f32_scores"]  # in float64 here: its scores are at least float32
+    for run_fn, run_dtype, run_device in ((fn, dtype, device), (reference, torch.float64, "cpu")):
         q, k, v = (t.to(run_device, run_dtype).requires_grad_() for t in inputs)
-        out = run_fn(q, k, v, None if mask is None else mask.to(run_device), causal) if run_fn is fn else \
-            run_fn(q, k, v, mask=None if mask is None else mask.to(run_device), is_causal=causal)
+        out = run_fn(q, k, v, None if mask is None else mask.to(run_device), causal)
         out.backward(grad.to(run_device, run_dtype))
         results.append((out.detach().double().cpu(), q.grad.double().cpu()))
     (out, dq), (ref_out, ref_dq) = results
@@ -88,7 +107,6 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--output", type=Path)
     args = p.parse_args(argv)
-    translate.model.MATH_ATTENTION_MAX_KEYS = 0  # "sdpa" is SDPA's kernels
     device = common.resolve_device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     heads, head_dim = BASE["n_heads"], BASE["d_model"] // BASE["n_heads"]

@@ -55,7 +55,7 @@ from translate.train import _build_optimizer, batch_loss  # noqa: E402
 from peer_marian import forward_logits  # noqa: E402  (the peer's own forward: no decoder padding mask)
 
 SYSTEMS = ["translate", "translate_compiled", "hf_marian", "hf_marian_compiled", "nn_transformer",
-           "nn_transformer_compiled", "translate_unfused", "translate_sdpa", "translate_sdpa_compiled"]
+           "nn_transformer_compiled", "translate_unfused"]
 BASE = dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6, vocab_size=32000,
             max_tokens=25000, steps=50, warmup=100, matmul_n=8192)
 TINY = dict(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, vocab_size=1000,
@@ -114,10 +114,7 @@ def synthetic_batches(*, vocab_size: int, max_tokens: int, count: int, seed: int
 # Systems: each builds (model, step function); step(batch) does one full optimizer step
 
 
-def translate_system(dims: dict, device: torch.device, autocast, *, compile_model: bool, fused_loss: bool = True,
-                     math_attention_max_keys: int = 256):
-    import translate.model
-    translate.model.MATH_ATTENTION_MAX_KEYS = math_attention_max_keys
+def translate_system(dims: dict, device: torch.device, autocast, *, compile_model: bool, fused_loss: bool = True):
     model_cfg = ModelConfig(d_model=dims["d_model"], n_heads=dims["n_heads"], d_ff=dims["d_ff"],
                             n_encoder_layers=dims["n_encoder_layers"], n_decoder_layers=dims["n_decoder_layers"],
                             dropout=DROPOUT, attention_dropout=0.0, activation_dropout=0.0, norm_first=False,
@@ -217,8 +214,7 @@ def nn_transformer_system(dims: dict, device: torch.device, autocast, *, compile
 
 
 BUILDERS = {"translate": translate_system, "hf_marian": hf_marian_system, "nn_transformer": nn_transformer_system,
-            "translate_unfused": lambda *a, **k: translate_system(*a, **k, fused_loss=False),
-            "translate_sdpa": lambda *a, **k: translate_system(*a, **k, math_attention_max_keys=0)}
+            "translate_unfused": lambda *a, **k: translate_system(*a, **k, fused_loss=False)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ import torch
 from conftest import PAIRS, write_lines
 from translate.beam import beam_search, greedy_search
 from translate.config import ModelConfig
+import translate.model
 from translate.model import Transformer
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+import bench_attention  # noqa: E402
 import bench_common  # noqa: E402
 import bench_decode  # noqa: E402
 import bench_train  # noqa: E402
@@ -154,3 +156,14 @@ def test_bench_decode_tiny_cpu_hf_rows(tmp_path, spm_and_source):
         assert rows[name]["sentences_per_s"] > 0 and rows[name]["vs_translate"] > 0
     # Forced length: HF generates at least as many tokens as translate (it pads a batch to its longest limit).
     assert rows["hf_beam4_forced"]["generated_tokens"] >= rows["translate_beam4_forced"]["generated_tokens"]
+
+
+def test_bench_attention_explicit_products_equal_sdpa():
+    """scripts/bench_attention.py's explicit-products attention is the model's attention, masks included."""
+    math_attention, _attention = bench_attention.math_attention, translate.model._attention
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, n, 8, generator=g, dtype=torch.float64) for n in (5, 7, 7))
+    key_mask = torch.arange(7)[None, None, None, :] < torch.tensor([7, 4, 1])[:, None, None, None]
+    torch.testing.assert_close(math_attention(q, k, v, mask=key_mask), _attention(q, k, v, mask=key_mask))
+    q = torch.randn(3, 4, 7, 8, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(math_attention(q, k, v, is_causal=True), _attention(q, k, v, is_causal=True))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from translate.model import as_words
+
 
 class CachedDecoder:
     """`model.decode` with a cache over the rows still searching."""
@@ -92,4 +94,5 @@ class StaticDecoder:
         assert not drop, "a StaticDecoder keeps its rows"
         n = self.cache.length
         for buffer in (self.cache.self_k, self.cache.self_v):  # (L, N, H, max_len, dh)
-            buffer[:, :, :, :n] = buffer[:, rows, :, :n]
+            words = as_words(buffer)
+            words[:, :, :, :n] = words[:, rows, :, :n]
