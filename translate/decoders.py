@@ -10,8 +10,9 @@ Both hold a DecoderCache for N rows and answer `decoder(last, t)`: the logits (N
   decoded and ignored), so on a GPU its step, embedding to logits, is captured once as a CUDA graph
   and each step is one replay instead of a few hundred kernel launches. Its `reorder` moves the
   cached keys and values in place: the graph reads them at fixed addresses. Its attention runs over
-  the whole cache under a mask (another SDPA kernel than the unmasked cached step), so its logits
-  equal the CachedDecoder's up to float rounding, and a near-tie can pick another token.
+  the whole cache under a mask, as two batched products (`model._single_query_attention`, not SDPA's
+  kernel), so its logits equal the CachedDecoder's up to float rounding, and a near-tie can pick
+  another token.
 """
 
 from __future__ import annotations

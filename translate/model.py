@@ -70,6 +70,21 @@ def _attention(q, k, v, *, mask=None, is_causal=False, dropout=0.0) -> torch.Ten
     return _merge_heads(y)
 
 
+def _single_query_attention(q, k, v, *, mask) -> torch.Tensor:
+    """`_attention` for one query per row, as two batched products: q (B, H, 1, dh), k and v
+    (B, H, S, dh), mask (B or 1, 1, 1, S) True = attend -> (B, 1, D).
+
+    For the static decoding step (`Transformer.decode_step`), replayed as a CUDA graph, where extra
+    kernels cost no launch time: SDPA's masked kernel computes a tile of queries for the one there is
+    (about 105 µs a call on an H200, 44% of a graphed beam search's GPU time; what this gave is in
+    docs/PERFORMANCE.md). The softmax is in float32 (or wider).
+    """
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))  # (B, H, 1, S)
+    weights = scores.to(torch.promote_types(scores.dtype, torch.float32))  # float32, or float64 in tests
+    weights = weights.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return _merge_heads(torch.matmul(weights.to(v.dtype), v))
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention, softmax(Q K^T / sqrt(dh)) V, with one fused Q/K/V projection."""
 
@@ -91,7 +106,7 @@ class SelfAttention(nn.Module):
         if isinstance(past, StaticPast):  # one token; the whole buffers, masked after its position
             past.k.index_copy_(2, past.position.view(1), k)
             past.v.index_copy_(2, past.position.view(1), v)
-            k, v, key_mask = past.k, past.v, past.key_mask
+            return self.out(_single_query_attention(q, past.k, past.v, mask=past.key_mask))
         elif past is not None:
             k_buffer, v_buffer, start = past
             T = x.shape[1]
@@ -134,10 +149,13 @@ class CrossAttention(nn.Module):
         k, v = self.kv(memory).chunk(2, dim=-1)
         return _split_heads(k, self.n_heads), _split_heads(v, self.n_heads)
 
-    def forward(self, x, *, memory_kv, key_mask):
-        """x (B, T, D); memory_kv from `memory_kv`; key_mask (B, 1, 1, S) True = attend."""
+    def forward(self, x, *, memory_kv, key_mask, static_step: bool = False):
+        """x (B, T, D); memory_kv from `memory_kv`; key_mask (B, 1, 1, S) True = attend; static_step:
+        x is the one token of `Transformer.decode_step`."""
         q = _split_heads(self.q(x), self.n_heads)  # (B, H, T, dh)
         k, v = memory_kv
+        if static_step:
+            return self.out(_single_query_attention(q, k, v, mask=key_mask))
         dropout = self.attention_dropout if self.training else 0.0
         return self.out(_attention(q, k, v, mask=key_mask, dropout=dropout))  # (B, T, D)
 
@@ -196,7 +214,9 @@ class DecoderLayer(nn.Module):
     def forward(self, x, *, memory_kv, memory_mask, past=None):
         # Training: target padding sits at the end, so the causal mask alone is right for real tokens.
         x = self.self_attn_block(x, lambda h: self.self_attn(h, is_causal=past is None, past=past))
-        x = self.cross_attn_block(x, lambda h: self.cross_attn(h, memory_kv=memory_kv, key_mask=memory_mask))
+        static_step = isinstance(past, StaticPast)
+        x = self.cross_attn_block(x, lambda h: self.cross_attn(h, memory_kv=memory_kv, key_mask=memory_mask,
+                                                               static_step=static_step))
         return self.ff_block(x, self.ff)
 
 
