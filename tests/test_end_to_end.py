@@ -5,9 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from translate.checkpoint import load_checkpoint
 from translate.cli import main
+from translate.corpus import read_pairs
+from translate.evaluate import DecodeOptions, load_for_inference, translate_sentences
 
 from conftest import REPO
 
@@ -51,6 +54,20 @@ def test_bfloat16_decoding_translates_like_float32(demo_run, tmp_path):
     same = sum(a == b for a, b in zip(outputs["float32"], outputs["bfloat16"]))
     assert len(outputs["bfloat16"]) == 200 and same >= 195, same  # rounding may flip a near-tie (3 of 200 here)
     assert bleu["bfloat16"] == pytest.approx(bleu["float32"], abs=1.0)
+
+
+def test_bfloat16_static_shape_decoding_translates_like_float32(demo_run):
+    """The --cuda-graphs search (static shapes, no graph on the CPU) in bf16, whose single-query attention
+    rounds the scores to bf16, against the default float32 search."""
+    checkpoint, device = demo_run / "checkpoint_best.pt", torch.device("cpu")
+    outputs = {}
+    for dtype, static in ((torch.float32, False), (torch.bfloat16, True)):
+        model, tokenizer, cfg = load_for_inference(checkpoint, device, dtype)
+        sources = [s for s, _ in read_pairs(cfg.data.test, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang)]
+        outputs[static] = translate_sentences(model, tokenizer, sources, options=DecodeOptions(cuda_graphs=static),
+                                              device=device)
+    same = sum(a == b for a, b in zip(outputs[False], outputs[True]))
+    assert len(outputs[True]) == 200 and same >= 195, same  # 197 of 200 when written, as the default bf16 search
 
 
 def test_cuda_graphs_on_the_cpu_is_one_clear_error(demo_run, capsys):
