@@ -288,6 +288,21 @@ def test_decode_step_equals_the_cached_decode(real_model):
             torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_the_static_step_attends_without_sdpa(real_model, monkeypatch):
+    """Its one query per row goes through two batched products (model._single_query_attention), not
+    SDPA's masked kernel, which computes a tile of queries for it (docs/PERFORMANCE.md)."""
+    src, mask = real_batch(LENGTHS)
+    cache = real_model.new_cache(len(LENGTHS), 3, real_model.encode(src, mask), mask)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the static step called scaled_dot_product_attention")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", refuse)
+    with torch.no_grad():
+        logits = real_model.decode_step(torch.full((len(LENGTHS),), 5), torch.tensor(0), cache, ~mask[:, None, None, :])
+    assert logits.isfinite().all()
+
+
 SHORT = dict(max_len_a=0.5, max_len_b=1)  # most sentences stop at their limit, at different steps
 
 

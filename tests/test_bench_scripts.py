@@ -130,10 +130,10 @@ def test_bench_decode_tiny_cpu(tmp_path, spm_and_source):
     bench_decode.main(["--device", "cpu", "--tiny", "--spm", str(spm), "--src", str(src), "--systems", "translate",
                        "--cuda-graphs", "--output", str(out), "--profile", str(tmp_path / "beam.txt")])
     # On the CPU: static shapes, no graph. The profiles: the forced beam rows, eager and static, run again.
-    for name, step in (("beam.txt", "aten::log_softmax"), ("beam_graphs.txt", "aten::matmul")):
+    for name in ("beam.txt", "beam_graphs.txt"):
         profile = (tmp_path / name).read_text()
         assert profile.startswith(f"{name[:-4]}: 6 sentences, float32; sorted by cpu_time_total"), profile[:80]
-        assert step in profile and "aten::topk" in profile
+        assert "aten::log_softmax" in profile and "aten::topk" in profile
     result = json.loads(out.read_text())
     rows = {r["system"]: r for r in result["rows"]}
     assert set(rows) == {"translate_beam4_forced", "translate_beam4_forced_graphs", "translate_beam4_natural",

@@ -7,7 +7,7 @@ import torch
 
 from translate.config import ModelConfig
 from translate.beam import greedy_search
-from translate.model import Transformer, sinusoidal_positions
+from translate.model import Transformer, _attention, _single_query_attention, as_words, sinusoidal_positions
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 V = 23
@@ -285,3 +285,34 @@ def test_compiled_layers_serve_every_batch_shape_and_leave_the_model_unchanged()
         fx_config.use_duck_shape = duck_shape
 
 
+
+
+@pytest.mark.parametrize("dtype, head_dim", [(torch.bfloat16, 64), (torch.float32, 64), (torch.float16, 4)])
+def test_a_reorder_through_words_moves_the_same_bytes(dtype, head_dim):
+    g = torch.Generator().manual_seed(0)
+    buffer = torch.randn(2, 5, 3, 7, head_dim, generator=g).to(dtype)  # (L, N, H, max_len, dh)
+    words, = as_words(buffer)
+    assert words.dtype == torch.int64 and words.shape[-1] == head_dim * buffer.element_size() // 8
+    rows = torch.tensor([4, 4, 0, 2, 1])
+    out = torch.empty_like(buffer)
+    out_words, buffer_words = as_words(out, buffer)
+    out_words[:, :, :, :6] = buffer_words[:, rows, :, :6]
+    assert torch.equal(out[:, :, :, :6], buffer[:, rows, :, :6])
+
+
+def test_buffers_not_in_whole_words_are_left_as_they_are():
+    odd = torch.zeros(2, 3, 5)  # float32, 5 values: 20 bytes a row
+    shifted = torch.zeros(2, 3, 9, dtype=torch.bfloat16)[..., 1:5]  # 4 values, but starting mid-word
+    aligned = torch.zeros(2, 3, 4, dtype=torch.bfloat16)
+    for buffers in ((odd,), (shifted,), (aligned, odd)):  # all of them as words, or none
+        assert all(a is b for a, b in zip(as_words(*buffers), buffers))
+    assert as_words(aligned)[0].dtype == torch.int64
+
+
+def test_single_query_attention_is_the_model_attention_and_finite_when_all_keys_are_masked():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(3, 2, n, 8, generator=g, dtype=torch.float64) for n in (1, 6, 6))
+    mask = torch.arange(6)[None, None, None, :] < torch.tensor([6, 2, 1])[:, None, None, None]
+    torch.testing.assert_close(_single_query_attention(q, k, v, mask=mask), _attention(q, k, v, mask=mask))
+    none = torch.zeros(3, 1, 1, 6, dtype=torch.bool)
+    assert _single_query_attention(q, k, v, mask=none).isfinite().all()

@@ -95,5 +95,5 @@ class StaticDecoder:
         assert not drop, "a StaticDecoder keeps its rows"
         n = self.cache.length
         for buffer in (self.cache.self_k, self.cache.self_v):  # (L, N, H, max_len, dh)
-            words = as_words(buffer)
+            words, = as_words(buffer)
             words[:, :, :, :n] = words[:, rows, :, :n]

@@ -77,11 +77,13 @@ def _single_query_attention(q, k, v, *, mask) -> torch.Tensor:
     For the static decoding step (`Transformer.decode_step`), replayed as a CUDA graph, where extra
     kernels cost no launch time: SDPA's masked kernel computes a tile of queries for the one there is
     (about 105 µs a call on an H200, 44% of a graphed beam search's GPU time; what this gave is in
-    docs/PERFORMANCE.md). The softmax is in float32 (or wider).
+    docs/PERFORMANCE.md). The softmax is in float32 (or wider). Masked keys get the dtype's lowest
+    finite value rather than −inf, so a row with every key masked (a source of padding only) averages
+    its values instead of giving NaN; any other row's weights are the same, exp underflowing to 0.
     """
     scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))  # (B, H, 1, S)
     weights = scores.to(torch.promote_types(scores.dtype, torch.float32))  # float32, or float64 in tests
-    weights = weights.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    weights = weights.masked_fill(~mask, torch.finfo(weights.dtype).min).softmax(dim=-1)
     return _merge_heads(torch.matmul(weights.to(v.dtype), v))
 
 
@@ -220,15 +222,21 @@ class DecoderLayer(nn.Module):
         return self.ff_block(x, self.ff)
 
 
-def as_words(buffer: torch.Tensor) -> torch.Tensor:
-    """`buffer` viewed as 8-byte words along its last dimension, where that dimension divides evenly.
+def as_words(*buffers: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The buffers viewed as 8-byte words along their last dimension, or all of them as they are
+    where any one cannot be (its layout not in whole words).
 
     Copying cache rows with an index moves one element per index computation: as words, a bfloat16
     head of 64 values is 16 elements instead of 64. Same bytes, bit for bit; fewer, wider accesses.
     """
-    if buffer.stride(-1) == 1 and buffer.shape[-1] * buffer.element_size() % 8 == 0:
-        return buffer.view(torch.int64)
-    return buffer
+    def fits(buffer):
+        per_word = 8 // buffer.element_size() if 8 % buffer.element_size() == 0 else 0
+        return per_word > 0 and buffer.stride(-1) == 1 and buffer.shape[-1] % per_word == 0 and all(
+            offset % per_word == 0 for offset in (buffer.storage_offset(), *buffer.stride()[:-1]))
+
+    if all(fits(buffer) for buffer in buffers):
+        return tuple(buffer.view(torch.int64) for buffer in buffers)
+    return buffers
 
 
 @dataclass
@@ -256,7 +264,8 @@ class DecoderCache:
 
         def select(buffer):  # copy only the valid prefix of the preallocated buffer
             out = buffer.new_empty(buffer.shape[0], index.numel(), *buffer.shape[2:])
-            as_words(out)[:, :, :, :n] = as_words(buffer)[:, index, :, :n]
+            out_words, buffer_words = as_words(out, buffer)
+            out_words[:, :, :, :n] = buffer_words[:, index, :, :n]
             return out
 
         self.self_k, self.self_v = select(self.self_k), select(self.self_v)
