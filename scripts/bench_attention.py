@@ -29,6 +29,7 @@ import torch
 import bench_common as common
 from bench_train import BASE, load_corpus, real_batches
 from translate.model import _attention, _merge_heads
+from translate.tokenizer import PAD_ID
 
 
 def math_attention(q, k, v, *, mask=None, is_causal=False, score_dtype=None) -> torch.Tensor:
@@ -55,11 +56,12 @@ IMPLEMENTATIONS = {
 }
 
 
-def attention_shapes(batch, pad_id: int = 0) -> list[tuple[int, int, torch.Tensor | None, bool]]:
-    """(queries T, keys S, key mask (B, 1, 1, S) or None, causal) of the three attentions of a batch."""
-    src_mask = (batch.src != pad_id)[:, None, None, :]
-    T, S = batch.tgt_in.shape[1], batch.src.shape[1]
-    return [(S, S, src_mask, False), (T, T, None, True), (T, S, src_mask, False)]
+def attention_shapes(batch) -> list[tuple[int, int, int, torch.Tensor | None, bool]]:
+    """(rows B, queries T, keys S, key mask (B, 1, 1, S) or None, causal) of the three attentions of a
+    batch: encoder self, decoder causal self, cross."""
+    src_mask = (batch.src != PAD_ID)[:, None, None, :]
+    (B, S), T = batch.src.shape, batch.tgt_in.shape[1]
+    return [(B, S, S, src_mask, False), (B, T, T, None, True), (B, T, S, src_mask, False)]
 
 
 def make_inputs(shapes, *, heads: int, head_dim: int, device, dtype) -> list[tuple]:
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
     corpus, _ = load_corpus(argparse.Namespace(config=args.config, data_dir=None, vocab_size=None))
     batches = real_batches(corpus, max_tokens=BASE["max_tokens"], count=args.batches, seed=args.seed)
     kinds = ["encoder self", "decoder causal self", "cross"]
-    per_kind = [[(b.src.shape[0], *shape) for b in batches for shape in [attention_shapes(b)[i]]] for i in range(3)]
+    per_kind = list(zip(*(attention_shapes(b) for b in batches)))  # three lists: each kind's shapes
     layers = [BASE["n_encoder_layers"], BASE["n_decoder_layers"], BASE["n_decoder_layers"]]
 
     rows = []

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import torch
 
-from translate.model import as_words
-
 
 class CachedDecoder:
     """`model.decode` with a cache over the rows still searching."""
@@ -93,7 +91,4 @@ class StaticDecoder:
         self-attention keys and values are copied in place; the memory's rows are the same within a
         sentence, so they stay."""
         assert not drop, "a StaticDecoder keeps its rows"
-        n = self.cache.length
-        for buffer in (self.cache.self_k, self.cache.self_v):  # (L, N, H, max_len, dh)
-            words, = as_words(buffer)
-            words[:, :, :, :n] = words[:, rows, :, :n]
+        self.cache.reorder_in_place(rows)

@@ -260,17 +260,26 @@ class DecoderCache:
         cross=False leaves the cross-attention keys/values as they are: right when every row moves
         to a row of the same sentence (a beam reorder), whose beams share them.
         """
-        n = self.length
-
-        def select(buffer):  # copy only the valid prefix of the preallocated buffer
-            out = buffer.new_empty(buffer.shape[0], index.numel(), *buffer.shape[2:])
-            out_words, buffer_words = as_words(out, buffer)
-            out_words[:, :, :, :n] = buffer_words[:, index, :, :n]
-            return out
+        def select(buffer):  # into a new buffer of N rows
+            return self._gather_filled(buffer, index, buffer.new_empty(buffer.shape[0], index.numel(),
+                                                                       *buffer.shape[2:]))
 
         self.self_k, self.self_v = select(self.self_k), select(self.self_v)
         if cross:
             self.cross_k, self.cross_v = self.cross_k.index_select(1, index), self.cross_v.index_select(1, index)
+
+    def reorder_in_place(self, index: torch.Tensor) -> None:
+        """Row i continues from row index[i] (N,), N = B, in the same self-attention buffers: their
+        addresses stay, as a CUDA graph that reads them needs (translate.decoders.StaticDecoder)."""
+        for buffer in (self.self_k, self.self_v):
+            self._gather_filled(buffer, index, buffer)  # the indexed rows are read whole before the write
+
+    def _gather_filled(self, buffer: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out[:, i, :, :length] = buffer[:, index[i], :, :length]: only the filled positions, as words."""
+        n = self.length
+        out_words, buffer_words = as_words(out, buffer)
+        out_words[:, :, :, :n] = buffer_words[:, index, :, :n]
+        return out
 
 
 class Transformer(nn.Module):
