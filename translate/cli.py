@@ -1,4 +1,4 @@
-"""The `translate` command line: prepare, train, eval, translate, average.
+"""The `translate` command line: prepare, train, eval, translate, average, distill-data.
 
 Every subcommand turns a `UserError` into one message on stderr and exit code 2; anything else is
 a bug and keeps its traceback.
@@ -19,6 +19,7 @@ examples:
   translate eval --checkpoint runs/demo/checkpoint_best.pt
   echo "The small dog sees a red car." | translate translate --checkpoint runs/demo/checkpoint_best.pt
   translate average --last 5 runs/wmt14_base --output runs/wmt14_base/checkpoint_avg.pt
+  translate distill-data --teacher runs/demo/checkpoint_best.pt --config configs/demo.yaml --output data/demo_kd/train
 """
 
 
@@ -81,6 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--inputs", nargs="+", type=Path, help="checkpoint files to average")
     group.add_argument("--last", nargs=2, metavar=("N", "RUN_DIR"), help="the N newest numbered checkpoints of RUN_DIR")
     p.add_argument("--output", required=True, type=Path, help="where to write the averaged checkpoint")
+
+    p = commands.add_parser("distill-data", help="translate the training sources with a teacher (sequence-level KD)",
+                            description="Translate the source side of the config's training corpus with the teacher "
+                                        "(beam search with the config's eval settings) and write PREFIX.<src>, "
+                                        "PREFIX.<tgt> and PREFIX.distill.json; train on it with data.train.prefix: "
+                                        "PREFIX. An interrupted run resumes from its finished chunks.")
+    p.add_argument("--teacher", required=True, type=Path, help="the teacher's checkpoint")
+    add_config_args(p)
+    p.add_argument("--output", required=True, help="PREFIX of the files to write (e.g. data/kd/train)")
+    p.add_argument("--xz", action="store_true", help="write PREFIX.<lang>.xz instead of plain text")
+    p.add_argument("--chunk-sentences", type=int, default=10_000,
+                   help="source lines per chunk, the unit that an interrupted run resumes from (default 10000)")
+    p.add_argument("--beam", type=int, help="beam size (default: the config's eval.beam)")
+    p.add_argument("--lenpen", type=float, help="GNMT length penalty alpha (default: eval.lenpen)")
+    p.add_argument("--batch-tokens", type=int, help="source tokens per decoding batch (default: eval.batch_tokens)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="the teacher's weights while decoding; auto: bfloat16 on a GPU, float32 on the CPU")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each batch's decoder step as a CUDA graph (default: on a GPU)")
     return parser
 
 
@@ -99,6 +120,12 @@ def _run(args: argparse.Namespace) -> int:
         from translate.data import format_summary, prepare
 
         cfg = load_config(args.config, args.overrides)
+        if cfg.distill.teacher:  # the teacher's vocabulary, as training would use it
+            import torch
+
+            from translate.distill import load_teacher, student_config
+
+            cfg = student_config(cfg, load_teacher(cfg.distill.teacher, device=torch.device("cpu")))
         print(config_to_yaml(cfg), end="")
         print(format_summary(prepare(cfg).summary))
         return 0
@@ -116,6 +143,10 @@ def _run(args: argparse.Namespace) -> int:
         from translate.evaluate import run_translate
 
         return run_translate(args)
+    if args.command == "distill-data":
+        from translate.distill_data import run_distill_data
+
+        return run_distill_data(args)
     if args.command == "average":
         from translate.checkpoint import run_average
 

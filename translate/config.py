@@ -1,7 +1,8 @@
 """Typed, strict configuration: a tree of dataclasses loaded from YAML.
 
-A config file has the sections `data`, `model`, `optim`, `train` and `eval`, plus an optional
-`base:` key naming another YAML file (relative to this one) whose values this file overrides.
+A config file has the sections `data`, `model`, `optim`, `train`, `eval` and (optionally) `distill`,
+plus an optional `base:` key naming another YAML file (relative to this one) whose values this file
+overrides.
 Unknown keys, wrong types and out-of-range values are collected and raised as one `ConfigError`
 whose lines name the dotted key, e.g. ``model.d_model (500) must be divisible by model.n_heads (8)``.
 Command-line overrides use the same dotted paths: ``--set optim.lr=5e-4``.
@@ -54,6 +55,11 @@ class Init(str, enum.Enum):
     HF = "hf"  # every linear and embedding weight normal(0, 0.02), as Hugging Face Marian/BART
 
 
+class TemperatureSchedule(str, enum.Enum):
+    CONSTANT = "constant"  # distill.temperature throughout
+    LINEAR = "linear"  # from distill.temperature to distill.temperature_end over the training progress
+
+
 class BestMetric(str, enum.Enum):
     NLL = "nll"  # lowest dev NLL per token
     BLEU = "bleu"  # highest dev BLEU on the dev slice
@@ -86,6 +92,9 @@ class DataConfig:
     spm_model_type: str = "bpe"  # "bpe" or "unigram"
     spm_sample_sentences: int = 2_000_000  # sentences (of both sides) sampled to train SentencePiece
     spm_character_coverage: float = 1.0
+    # An existing SentencePiece model to use instead of training one (the vocabulary and spm_* settings
+    # above are then not used to train anything). Distillation sets it to the teacher's spm.model.
+    spm_model: str = ""
     max_tokens_per_sentence: int = 250  # training pairs longer than this (either side) are dropped
     max_length_ratio: float = 3.0  # training pairs whose token-length ratio exceeds this are dropped
 
@@ -159,6 +168,17 @@ class EvalConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Word-level knowledge distillation (translate/distill.py); off while `teacher` is empty."""
+
+    teacher: str = ""  # a translate checkpoint; the student uses its spm.model ($VARS expanded)
+    alpha: float = 0.5  # weight of the soft term: (1 − α)·LS-CE + α·T²·KL(teacher ‖ student)
+    temperature: float = 1.0  # T (at the start, with the linear schedule)
+    temperature_end: float = 1.0  # linear schedule: T at the end of training
+    temperature_schedule: TemperatureSchedule = TemperatureSchedule.CONSTANT
+
+
+@dataclass
 class Config:
     name: str = "config"  # the config file's stem; names the default run directory
     data: DataConfig = field(default_factory=DataConfig)
@@ -166,6 +186,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -478,6 +499,20 @@ def validate(cfg: Config) -> list[str]:
     check(e.batch_tokens >= 1, f"eval.batch_tokens ({e.batch_tokens}) must be at least 1")
     check(e.dev_bleu_sentences >= 0, f"eval.dev_bleu_sentences ({e.dev_bleu_sentences}) must not be negative")
     check(e.dev_bleu_beam >= 1, f"eval.dev_bleu_beam ({e.dev_bleu_beam}) must be at least 1")
+    errors.extend(_validate_distill(cfg.distill, t))
+    return errors
+
+
+def _validate_distill(k: DistillConfig, t: TrainConfig) -> list[str]:
+    errors = []
+    if not 0.0 <= k.alpha <= 1.0:
+        errors.append(f"distill.alpha ({k.alpha}) must be in [0, 1]")
+    for name in ("temperature", "temperature_end"):
+        if not getattr(k, name) > 0:
+            errors.append(f"distill.{name} ({getattr(k, name)}) must be positive")
+    if k.teacher and k.temperature_schedule == TemperatureSchedule.LINEAR and not (t.max_steps or t.max_time):
+        errors.append("distill.temperature_schedule linear needs train.max_steps or train.max_time "
+                      "(the schedule runs over step / max_steps, or elapsed / max_time)")
     return errors
 
 

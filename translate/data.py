@@ -2,7 +2,8 @@
 
 Layout under `data.data_dir`:
 
-    tok-<hash>/                     keyed by the training corpus + tokenizer settings
+    tok-<hash>/                     keyed by the training corpus + tokenizer settings,
+                                    or by the bytes of data.spm_model when given
         spm.model                   the joint SentencePiece model
         train-<hash>/               keyed by the corpus + cleaning settings
             src.tokens.npy  src.offsets.npy  tgt.tokens.npy  tgt.offsets.npy  meta.json
@@ -32,7 +33,7 @@ from translate.batching import make_batches, padding_fraction
 from translate.config import Config, CorpusConfig, Source
 from translate.durable import sync_directory, sync_file
 from translate.errors import UserError
-from translate.tokenizer import EOS_ID, Tokenizer, sample_sentences, train_tokenizer
+from translate.tokenizer import EOS_ID, Tokenizer, copy_tokenizer, sample_sentences, train_tokenizer
 
 CACHE_FORMAT = 1  # bump when the binarized layout or the cleaning rules change
 CHUNK_PAIRS = 50_000  # pairs tokenized at a time
@@ -90,6 +91,12 @@ def prepare(cfg: Config, *, verbose: bool = True) -> PreparedData:
     tokenizer_file = tok_dir / "spm.model"
     if tokenizer_file.is_file():
         log(f"tokenizer: reusing {tokenizer_file}")
+    elif d.spm_model:
+        log(f"tokenizer: using {d.spm_model} (data.spm_model)")
+        try:
+            copy_tokenizer(Path(d.spm_model), model_file=tokenizer_file)
+        except OSError as e:
+            raise _cannot_write(tokenizer_file, e) from None
     else:
         log(f"tokenizer: training a {d.spm_model_type} model, vocab {d.vocab_size}, on "
             f"{corpora.describe(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang)}")
@@ -169,11 +176,24 @@ def load_split(directory: Path) -> TokenizedCorpus:
 
 def _tokenizer_key(cfg: Config) -> dict:
     d = cfg.data
+    if d.spm_model:  # a given model: its content is the key, whatever the corpus
+        return {"format": CACHE_FORMAT, "spm_model_sha256": file_sha256(Path(d.spm_model), setting="data.spm_model")}
     return {
         "format": CACHE_FORMAT,
         "train": corpora.fingerprint(d.train, src_lang=d.src_lang, tgt_lang=d.tgt_lang),
         "settings": [d.vocab_size, d.spm_model_type, d.spm_sample_sentences, d.spm_character_coverage],
     }
+
+
+def file_sha256(path: Path, *, setting: str) -> str:
+    """SHA-256 of a file's bytes; a missing file is a UserError naming the `setting` that gave it."""
+    if not path.is_file():
+        raise UserError(f"{setting}: {path} does not exist")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _hash(key: dict) -> str:

@@ -40,7 +40,12 @@ def load_for_inference(checkpoint: Path, device: torch.device,
                        dtype: torch.dtype = torch.float32) -> tuple[Transformer, Tokenizer, Config]:
     """The model (eval mode, on `device`, its weights in `dtype`), its tokenizer and config, found from
     the checkpoint alone."""
-    state = load_checkpoint(checkpoint)
+    return model_from_checkpoint(load_checkpoint(checkpoint), checkpoint, device, dtype)
+
+
+def model_from_checkpoint(state: dict, checkpoint: Path, device: torch.device,
+                          dtype: torch.dtype = torch.float32) -> tuple[Transformer, Tokenizer, Config]:
+    """`load_for_inference` from a checkpoint already read (`load_checkpoint(checkpoint)`)."""
     cfg = config_from_dict(state["config"], source=f"the config stored in {checkpoint}")
     tokenizer_file = Path(checkpoint).parent / state["tokenizer"]
     if not tokenizer_file.is_file():

@@ -29,7 +29,8 @@ def format_perplexity(nll: float) -> str | float:
 class Interval:
     """Sums of the training statistics since the last log line (kept on device: no per-step sync)."""
 
-    def __init__(self):
+    def __init__(self, extra: tuple[str, ...] = ()):
+        self.extra = extra  # names of the sums after (loss, nll, n_correct), logged per token after "loss"
         self.totals = None
         self.tokens = 0
         self.steps = 0
@@ -48,15 +49,16 @@ class Interval:
         totals = self.totals.double()
         if world_size > 1:
             dist.all_reduce(totals)
-        loss, nll, n_correct = (totals / max(self.tokens, 1)).tolist()
+        loss, nll, n_correct, *extra = (totals / max(self.tokens, 1)).tolist()
         seconds = time.perf_counter() - self.start
-        record = {"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss, "nll": nll,
+        record = {"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss,
+                  **dict(zip(self.extra, extra, strict=True)), "nll": nll,
                   "ppl": format_perplexity(nll), "accuracy": n_correct, "lr": lr,
                   "grad_norm": float(self.grad_norm), "tgt_tokens_per_s": self.tokens / max(seconds, 1e-9),
                   "skipped_steps": state.skipped_steps, "elapsed_s": elapsed}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             record["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        self.__init__()
+        self.__init__(self.extra)
         return record
 
 

@@ -86,12 +86,23 @@ def train_tokenizer(sentences: list[str], *, model_file: Path, vocab_size: int, 
         num_threads=4,
         minloglevel=2,
     )
+    _write_model(model.getvalue(), model_file)
+    return Tokenizer(model_file)
+
+
+def copy_tokenizer(source: Path, *, model_file: Path) -> Tokenizer:
+    """Install an existing SentencePiece model (`data.spm_model`, e.g. a teacher's) as `model_file`."""
+    Tokenizer(source)  # a missing or invalid model, or other special ids, fail here with the source's name
+    _write_model(Path(source).read_bytes(), model_file)
+    return Tokenizer(model_file)
+
+
+def _write_model(content: bytes, model_file: Path) -> None:
     tmp = model_file.with_suffix(".tmp")
     try:  # atomically: a later run trusts any spm.model it finds
         model_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(model.getvalue())
+        tmp.write_bytes(content)
         tmp.replace(model_file)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    return Tokenizer(model_file)

@@ -4,6 +4,10 @@ Setup (distributed, run directory, data, model, optimizer, resume), then per ste
 lr = lr_at(step) → forward under autocast → loss sums → backward → unscale → clip → finite check →
 optimizer step → zero_grad → log → periodic validation and checkpoints.
 
+With `distill.teacher` set, the loss is word-level knowledge distillation from that teacher
+(translate/distill.py): the teacher's spm.model becomes the student's, and each step also runs the
+teacher on the batch; the logs add ce, kd_kl, kd_term and temperature, while nll stays the gold NLL.
+
 Exact resume: the data order is a pure function of (seed, epoch), the position inside the epoch is
 saved, and dropout randomness is re-seeded from (seed, step, rank) at every step (as fairseq does),
 so a resumed run draws exactly what an uninterrupted one would.
@@ -27,6 +31,8 @@ from translate.batching import Batch, BatchStream, collate_corpus, shard, teache
 from translate.checkpoint import CheckpointWriter, load_checkpoint, model_shape_mismatch, prune_numbered
 from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare, target_unigram_entropy
+from translate.distill import (linear_distillation_loss, load_teacher, student_config, teacher_hidden, temperature_at,
+                               training_progress)
 from translate.errors import UserError
 from translate.guards import check_divergence, handle_bad_step
 from translate.loss import LossSums, linear_label_smoothed_cross_entropy
@@ -56,6 +62,10 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     # 1. Processes and devices; the run directory is checked now but created only once the data is
     #    ready, so a data error leaves nothing behind.
     env = setup_distributed(cfg)
+    teacher = None
+    if cfg.distill.teacher:  # its vocabulary becomes the student's: checked before anything is written
+        teacher = load_teacher(cfg.distill.teacher, device=env.device)
+        cfg = student_config(cfg, teacher)
     run_dir = cfg.run_dir
     if env.is_main:
         check_run_dir(run_dir, resume=resume, overwrite=overwrite)
@@ -81,6 +91,12 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     # 3. Model, optimizer, loss scaler; then the saved state when resuming.
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=PAD_ID).to(env.device)
+    if teacher is not None:
+        k = cfg.distill
+        schedule = (f"{k.temperature} to {k.temperature_end} (linear)" if k.temperature_schedule.value == "linear"
+                    else f"{k.temperature}")
+        log.line(f"distilling from {teacher.path} (step {teacher.step}, {sum(p.numel() for p in teacher.model.parameters()):,} "
+                 f"parameters): alpha {k.alpha}, temperature {schedule}; vocabulary {teacher.tokenizer_file}")
     optimizer = _build_optimizer(model, cfg, env.device)
     scaler = torch.amp.GradScaler(env.device.type, enabled=precision == Precision.FP16)
     state = TrainState()
@@ -105,7 +121,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     batches = _EpochBatches(data.train, cfg, env)
     bar = tqdm(total=cfg.train.max_steps or None, initial=state.step, disable=not (env.is_main and sys.stdout.isatty()),
                unit="step", dynamic_ncols=True)
-    interval = Interval()
+    interval = Interval(extra=("ce", "kd_kl", "kd_term") if teacher is not None else ())
     start_time = time.perf_counter() - state.train_seconds
     saver = _Saver(run_dir, model, optimizer, scaler, cfg, tokenizer, env, start_time)
     exit_code = 0
@@ -123,8 +139,12 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
 
             step_batches = [batches.next(state) for _ in range(cfg.train.update_freq)]
             n_tokens = _global_token_count(step_batches, env)
+            kd = None
+            if teacher is not None:
+                progress = training_progress(step=state.step, elapsed=time.perf_counter() - start_time, train=cfg.train)
+                kd = KDStep(teacher.model, alpha=cfg.distill.alpha, temperature=temperature_at(progress, cfg.distill))
             sums = _forward_backward(train_model, model.output_proj.weight, step_batches, cfg, env, autocast, scaler,
-                                     n_tokens)
+                                     n_tokens, kd)
 
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm or math.inf)
@@ -145,6 +165,8 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
 
             if state.step % cfg.train.log_every == 0:
                 record = interval.report(state, lr=lr, elapsed=time.perf_counter() - start_time, world_size=env.world_size)
+                if kd is not None:
+                    record["temperature"] = kd.temperature
                 log.metrics(record)
                 log.line(format_record(record))
                 bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=record["ppl"], lr=f"{lr:.2e}")
@@ -175,9 +197,19 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
 # One step
 
 
+@dataclass(frozen=True)
+class KDStep:
+    """What one distillation step needs: the teacher and this step's settings."""
+
+    teacher: Transformer
+    alpha: float
+    temperature: float
+
+
 def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: float, autocast,
-               compiled: bool = False) -> LossSums:
-    """Teacher-forced loss sums of one batch (on the model's device).
+               compiled: bool = False, kd: KDStep | None = None):
+    """Teacher-forced loss sums of one batch (on the model's device): `LossSums`, or with `kd` the
+    distillation's `DistillSums`.
 
     The model returns decoder states; only the non-pad ones (batch.target_index) go through the
     output projection and the loss, fused, so the (tokens × vocabulary) float32 logits are never
@@ -188,28 +220,35 @@ def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: flo
         hidden = model(batch.src, batch.tgt_in, batch.src == PAD_ID, return_hidden=True)  # (B, T, D)
     hidden = hidden.flatten(0, 1).index_select(0, batch.target_index)  # (N, D) non-pad targets only
     compute_dtype = autocast.fast_dtype if isinstance(autocast, torch.autocast) else None  # matmuls as autocast's
-    return linear_label_smoothed_cross_entropy(hidden, output_weight, batch.targets, epsilon=epsilon,
-                                               compute_dtype=compute_dtype, compiled=compiled)
+    if kd is None:
+        return linear_label_smoothed_cross_entropy(hidden, output_weight, batch.targets, epsilon=epsilon,
+                                                   compute_dtype=compute_dtype, compiled=compiled)
+    soft_hidden = teacher_hidden(kd.teacher, batch.src, batch.tgt_in, batch.target_index, autocast=autocast)
+    return linear_distillation_loss(hidden, output_weight, soft_hidden, kd.teacher.output_proj.weight, batch.targets,
+                                    epsilon=epsilon, alpha=kd.alpha, temperature=kd.temperature,
+                                    compute_dtype=compute_dtype, compiled=compiled)
 
 
 def _forward_backward(train_model, output_weight: torch.Tensor, step_batches: list[Batch], cfg: Config,
-                      env: Distributed, autocast, scaler, n_tokens: int) -> torch.Tensor:
-    """Accumulate gradients over the step's batches; returns (loss_sum, nll_sum, n_correct) on device.
+                      env: Distributed, autocast, scaler, n_tokens: int, kd: KDStep | None = None) -> torch.Tensor:
+    """Accumulate gradients over the step's batches; returns (loss_sum, nll_sum, n_correct) on device,
+    with `kd` followed by (ce_sum, kd_kl_sum, kd_term_sum).
 
     Gradients are of the loss summed over the step's target tokens on all ranks, divided by that
     token count: the world-size factor undoes DDP's averaging over ranks.
     """
     denominator = n_tokens / env.world_size
-    totals = torch.zeros(3, device=env.device)
+    totals = torch.zeros(3 if kd is None else 6, device=env.device)
     for i, batch in enumerate(step_batches):
         batch = batch.to(env.device)
         last = i == len(step_batches) - 1
         sync = nullcontext() if last or env.world_size == 1 else train_model.no_sync()
         with sync:
             sums = batch_loss(train_model, output_weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast,
-                              compiled=cfg.train.compile)
+                              compiled=cfg.train.compile, kd=kd)
             scaler.scale(sums.loss / denominator).backward()
-        totals += torch.stack([sums.loss.detach(), sums.nll.detach(), sums.n_correct.detach().float()])
+        parts = [sums.loss, sums.nll, sums.n_correct.float()] + ([sums.ce, sums.kl, sums.kd_term] if kd else [])
+        totals += torch.stack(parts).detach()
     return totals
 
 
