@@ -66,6 +66,22 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """configs/demo.yaml cut to 600 steps (about a minute on 2 cores); returns the run directory.
+    Trained once per session: the end-to-end tests evaluate it, the distillation tests teach with it."""
+    from translate.cli import main
+
+    tmp = tmp_path_factory.mktemp("demo")
+    overrides = ["train.max_steps=600", "train.eval_every=300", "train.save_every=300", "eval.dev_bleu_sentences=50",
+                 "data.test.size=200", f"train.out_dir={tmp / 'run'}", f"data.data_dir={tmp / 'data'}"]
+    argv = ["train", "--config", str(REPO / "configs" / "demo.yaml")]
+    for override in overrides:
+        argv += ["--set", override]
+    assert main(argv) == 0
+    return tmp / "run"
+
+
+@pytest.fixture(scope="session")
 def small_spm(tmp_path_factory) -> Path:
     """A 60-piece BPE tokenizer trained on both sides of PAIRS (a second): real pieces for tests."""
     from translate.tokenizer import train_tokenizer

@@ -18,7 +18,7 @@ from translate.errors import UserError
 from translate.loss import linear_label_smoothed_cross_entropy
 from translate.train import train
 
-from conftest import tiny_config, write_config
+from conftest import REPO, tiny_config, write_config
 
 PAD = 0
 
@@ -318,3 +318,50 @@ def test_distill_data_resumes_only_with_the_same_settings(tiny_teacher, tmp_path
         main(distill_data_argv(tiny_teacher, tmp_path))
     assert main(distill_data_argv(tiny_teacher, tmp_path, "--beam", "3")) == 2
     assert "other settings (beam)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: the demo model teaches a smaller student, word-level and sequence-level
+
+
+def small_student(tmp_path, **data) -> dict:
+    """A third of the demo's parameters (d_model 64, one layer each side, d_ff 128), 200 steps on 2,000
+    synthetic pairs of another seed than the teacher's corpus."""
+    return {"base": str(REPO / "configs" / "demo.yaml"),
+            "model": {"preset": "", "d_model": 64, "n_heads": 4, "d_ff": 128, "n_encoder_layers": 1,
+                      "n_decoder_layers": 1},
+            "data": {"data_dir": str(tmp_path / "data"), "train": {"source": "synthetic", "size": 2000, "seed": 7},
+                     "test": {"source": "synthetic", "size": 100, "seed": 3}, **data},
+            "optim": {"lr": 4e-3, "warmup_steps": 50},
+            "train": {"max_steps": 200, "eval_every": 100, "log_every": 50, "out_dir": str(tmp_path / "run")},
+            "eval": {"dev_bleu_sentences": 50, "beam": 2}}
+
+
+def assert_learned(run) -> None:
+    valid = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [100, 200]
+    assert valid[1]["nll"] < valid[0]["nll"] - 0.5, valid
+    assert valid[1]["bleu"] > 5, valid
+
+
+def test_demo_teacher_distils_into_a_smaller_student(demo_run, tmp_path):
+    raw = small_student(tmp_path)
+    raw["distill"] = {"teacher": str(demo_run / "checkpoint_best.pt"), "alpha": 0.5, "temperature": 2.0}
+    assert main(["train", "--config", str(write_config(tmp_path / "student.yaml", raw))]) == 0
+    assert_learned(tmp_path / "run")
+    student = load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")
+    teacher = load_checkpoint(demo_run / "checkpoint_best.pt")
+    sizes = [(s["config"]["model"]["d_ff"], s["config"]["model"]["n_encoder_layers"]) for s in (student, teacher)]
+    assert sizes == [(128, 1), (256, 2)] and student["vocab_size"] == teacher["vocab_size"]
+
+
+def test_a_student_trains_on_distill_data_output(demo_run, tmp_path):
+    raw = small_student(tmp_path)
+    config = write_config(tmp_path / "source.yaml", raw)
+    prefix = tmp_path / "kd" / "train"
+    assert main(["distill-data", "--teacher", str(demo_run / "checkpoint_best.pt"), "--config", str(config),
+                 "--output", str(prefix), "--chunk-sentences", "1000"]) == 0
+    raw["data"]["train"] = {"source": "files", "prefix": str(prefix)}
+    raw["data"]["spm_model"] = str(demo_run / "spm.model")  # the teacher's vocabulary, as word-level KD has it
+    assert main(["train", "--config", str(write_config(tmp_path / "student.yaml", raw))]) == 0
+    assert_learned(tmp_path / "run")

@@ -15,19 +15,6 @@ from translate.evaluate import DecodeOptions, load_for_inference, translate_sent
 from conftest import REPO
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """configs/demo.yaml cut to 600 steps (about a minute on 2 cores); returns the run directory."""
-    tmp = tmp_path_factory.mktemp("demo")
-    overrides = ["train.max_steps=600", "train.eval_every=300", "train.save_every=300", "eval.dev_bleu_sentences=50",
-                 "data.test.size=200", f"train.out_dir={tmp / 'run'}", f"data.data_dir={tmp / 'data'}"]
-    argv = ["train", "--config", str(REPO / "configs" / "demo.yaml")]
-    for override in overrides:
-        argv += ["--set", override]
-    assert main(argv) == 0
-    return tmp / "run"
-
-
 def test_demo_learns_to_translate(demo_run, capsys):
     capsys.readouterr()
     output = demo_run / "hyp.txt"
