@@ -98,7 +98,7 @@ def run_distill_data(args) -> int:
               "batch_tokens": options.batch_tokens, "decoded_this_call": decoded,
               "decode_seconds_this_call": round(seconds, 3),
               "warnings": len(warnings)}
-    _write_atomically(sidecar, (json.dumps(record, indent=2) + "\n").encode())
+    _write_atomically(sidecar, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
     shutil.rmtree(parts)
     for warning in warnings[:5]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -128,7 +128,7 @@ def _claim(parts: Path, identity: dict, *, outputs: list[Path], sidecar: Path) -
         raise UserError(f"{', '.join(map(str, existing))} already exist(s); choose another --output (or delete them)")
     try:
         parts.mkdir(parents=True, exist_ok=True)
-        _write_atomically(settings, (json.dumps(identity, indent=2) + "\n").encode())
+        _write_atomically(settings, lambda f: f.write((json.dumps(identity, indent=2) + "\n").encode()))
     except OSError as e:
         raise UserError(f"cannot write {parts}: {e.strerror or e}") from None
 
@@ -145,33 +145,28 @@ def _write_chunk(parts: Path, number: int, sources: list[str], translations: lis
                  langs: tuple[str, str]) -> None:
     """The source side first, then the target side, each atomically: the target file marks the chunk done."""
     for lang, lines in zip(langs, (sources, translations)):
-        _write_atomically(parts / f"chunk-{number:06d}.{lang}", "".join(line + "\n" for line in lines).encode())
+        content = "".join(line + "\n" for line in lines).encode()
+        _write_atomically(parts / f"chunk-{number:06d}.{lang}", lambda f: f.write(content))
 
 
 def _assemble(chunks: list[Path], output: Path, *, compress: bool) -> None:
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        with open(tmp, "wb") as raw:
-            sink = lzma.open(raw, "wb") if compress else raw
-            for chunk in chunks:
-                with open(chunk, "rb") as f:
-                    shutil.copyfileobj(f, sink)
-            if compress:
-                sink.close()  # the xz stream's end; `raw` stays open for the fsync
-            sync_file(raw)
-        os.replace(tmp, output)
-        sync_directory(output.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {output}: {e.strerror or e}; the chunks are kept: run the same command "
-                        "again once there is room") from None
+    def fill(raw) -> None:
+        sink = lzma.open(raw, "wb") if compress else raw
+        for chunk in chunks:
+            with open(chunk, "rb") as f:
+                shutil.copyfileobj(f, sink)
+        if compress:
+            sink.close()  # the xz stream's end; `raw` stays open for the fsync
+
+    _write_atomically(output, fill)
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
+def _write_atomically(path: Path, fill) -> None:
+    """`fill(f)` writes into an open binary file under a temporary name; then fsync, rename, fsync the directory."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(content)
+            fill(f)
             sync_file(f)
         os.replace(tmp, path)
         sync_directory(path.parent)

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from translate.batching import Batch, BatchStream, collate_corpus, shard, teacher_forcing_batches
 from translate.checkpoint import CheckpointWriter, load_checkpoint, model_shape_mismatch, prune_numbered
-from translate.config import BestMetric, Config, Precision, config_to_dict, config_to_yaml
+from translate.config import BestMetric, Config, Precision, TemperatureSchedule, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare, target_unigram_entropy
 from translate.distill import (linear_distillation_loss, load_teacher, student_config, teacher_hidden, temperature_at,
                                training_progress)
@@ -93,10 +93,11 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     model = Transformer(cfg.model, vocab_size=tokenizer.vocab_size, pad_id=PAD_ID).to(env.device)
     if teacher is not None:
         k = cfg.distill
-        schedule = (f"{k.temperature} to {k.temperature_end} (linear)" if k.temperature_schedule.value == "linear"
-                    else f"{k.temperature}")
-        log.line(f"distilling from {teacher.path} (step {teacher.step}, {sum(p.numel() for p in teacher.model.parameters()):,} "
-                 f"parameters): alpha {k.alpha}, temperature {schedule}; vocabulary {teacher.tokenizer_file}")
+        schedule = (f"{k.temperature} to {k.temperature_end} (linear)"
+                    if k.temperature_schedule == TemperatureSchedule.LINEAR else f"{k.temperature}")
+        n_teacher = sum(p.numel() for p in teacher.model.parameters())
+        log.line(f"distilling from {teacher.path} (step {teacher.step}, {n_teacher:,} parameters): alpha {k.alpha}, "
+                 f"temperature {schedule}; vocabulary {teacher.tokenizer_file}")
     optimizer = _build_optimizer(model, cfg, env.device)
     scaler = torch.amp.GradScaler(env.device.type, enabled=precision == Precision.FP16)
     state = TrainState()
