@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from translate.batching import Batch
 from translate.checkpoint import load_checkpoint
 from translate.config import Config, DistillConfig, TemperatureSchedule, TrainConfig
 from translate.data import file_sha256
@@ -219,9 +220,8 @@ def student_config(cfg: Config, teacher: Teacher) -> Config:
     return dataclasses.replace(cfg, data=data)
 
 
-def teacher_hidden(teacher: Transformer, src: torch.Tensor, tgt_in: torch.Tensor, target_index: torch.Tensor, *,
-                   autocast) -> torch.Tensor:
+def teacher_hidden(teacher: Transformer, batch: Batch, *, autocast) -> torch.Tensor:
     """The teacher's final decoder states (N, D_teacher) of the batch's non-pad targets, without gradients."""
     with torch.no_grad(), autocast:
-        hidden = teacher(src, tgt_in, src == PAD_ID, return_hidden=True)  # (B, T, D_teacher)
-    return hidden.flatten(0, 1).index_select(0, target_index)
+        hidden = teacher(batch.src, batch.tgt_in, batch.src == PAD_ID, return_hidden=True)  # (B, T, D_teacher)
+    return hidden.flatten(0, 1).index_select(0, batch.target_index)

@@ -224,7 +224,7 @@ def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: flo
     if kd is None:
         return linear_label_smoothed_cross_entropy(hidden, output_weight, batch.targets, epsilon=epsilon,
                                                    compute_dtype=compute_dtype, compiled=compiled)
-    soft_hidden = teacher_hidden(kd.teacher, batch.src, batch.tgt_in, batch.target_index, autocast=autocast)
+    soft_hidden = teacher_hidden(kd.teacher, batch, autocast=autocast)
     return linear_distillation_loss(hidden, output_weight, soft_hidden, kd.teacher.output_proj.weight, batch.targets,
                                     epsilon=epsilon, alpha=kd.alpha, temperature=kd.temperature,
                                     compute_dtype=compute_dtype, compiled=compiled)
