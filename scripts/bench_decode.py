@@ -11,7 +11,16 @@ tokens whatever the weights are (an untrained model would otherwise stop at rand
                 the batch's longest limit + 1) on the same batches; Marian of the same dimensions,
                 randomly initialised (speed does not depend on the weights at forced length).
 
-Both run in the same dtype (--dtype; float32 by default, like `translate eval`). Timed: tokenization,
+    ct2         CTranslate2 (`translate export --format ctranslate2`, built from the same weights in a
+                temporary directory) through translate.exported.translate_ctranslate2: the same pieces and
+                limits, one translate_batch per output limit with min_decoding_length = max_decoding_length
+                = limit + 1, so it generates exactly as many tokens as translate; one row per compute type
+                (--ct2-compute-types: float32 and int8 on the CPU; float32, float16 and bfloat16 on CUDA).
+                Where the package is not installed, --ct2-wheel FILE unpacks a ctranslate2 wheel (pip
+                download ctranslate2 --no-deps) onto sys.path.
+
+Both run in the same dtype (--dtype; float32 by default, like `translate eval`); CTranslate2 in its
+compute type. Timed: tokenization,
 batching, search and detokenization of all sentences (translate_sentences does them all; the HF rows
 do the same around generate). Untimed warm-up on the first --warmup-sentences. A `translate` row
 with EOS allowed (`_natural`) is the real `translate eval` setting; with an untrained model it
@@ -20,6 +29,7 @@ says little.
     TRANSLATE_DATA=/data python scripts/bench_decode.py --checkpoint runs/x/checkpoint_best.pt --output decode.json
     python scripts/bench_decode.py --spm data/tok-xxx/spm.model --output decode.json   # untrained Transformer-base
     python scripts/bench_decode.py --device cpu --tiny --spm spm.model --src some.en --output /tmp/d.json
+    python scripts/bench_decode.py --checkpoint C --systems translate,ct2 --max-sentences 300 --output d.json
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import traceback
+import zipfile
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -43,6 +55,8 @@ from translate.beam import NEG_INF, output_limit  # noqa: E402
 from translate.config import MODEL_PRESETS, ModelConfig  # noqa: E402
 from translate.evaluate import (DecodeOptions, encode_sources, load_for_inference, source_batches,  # noqa: E402
                                 translate_sentences)
+from translate.export import write_ctranslate2  # noqa: E402
+from translate.exported import ctranslate2_nbest, translate_ctranslate2  # noqa: E402
 from translate.model import Transformer  # noqa: E402
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer  # noqa: E402
 from peer_marian import max_new_tokens  # noqa: E402  (the peer's generate limit, the same rule)
@@ -186,7 +200,12 @@ def parse_args(argv=None):
     p.add_argument("--lenpen", type=float, default=0.6, help="translate: GNMT α; HF: its own L^α (not the same)")
     p.add_argument("--max-len-b", type=int, help="output limit src_len + B (default 50; tiny 4)")
     p.add_argument("--batch-tokens", type=int, default=8000, help="source tokens per decoding batch")
-    p.add_argument("--systems", default="translate,hf", help="translate, hf, or both")
+    p.add_argument("--systems", default="translate,hf,ct2", help="any of translate, hf, ct2, comma-separated")
+    p.add_argument("--ct2-compute-types",
+                   help="compute types of the ct2 rows, comma-separated (default: float32,int8 on the CPU; "
+                        "float32,float16,bfloat16 on CUDA)")
+    p.add_argument("--ct2-wheel", type=Path, help="a ctranslate2 wheel, unpacked and imported where the package "
+                                                  "is not installed")
     p.add_argument("--no-greedy", action="store_true", help="skip the greedy rows")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="also translate's forced rows with static shapes and CUDA graphs (`translate eval --cuda-graphs`; "
@@ -217,6 +236,9 @@ def main(argv=None) -> int:
     systems = {s.strip() for s in args.systems.split(",")}
 
     searches = [args.beam] + ([] if args.no_greedy or args.beam == 1 else [1])
+    ct2_types = (args.ct2_compute_types or ("float32,float16,bfloat16" if device.type == "cuda" else "float32,int8")
+                 ).split(",")
+    ct2_models = {}  # the exported directory and a Translator per compute type, made on first use
     rows = []
     profiled = []  # (path, run) of translate's forced beam rows, profiled after all the timing
     for beam in searches:
@@ -236,6 +258,16 @@ def main(argv=None) -> int:
             candidates.append((f"hf_{search}_forced", hf_runner(dims, model.cfg.max_positions, tokenizer,
                                                                 options=options, device=device, dtype=dtype),
                                lambda _, generated: generated))
+        if "ct2" in systems:
+            for compute_type in ct2_types:
+                candidates.append((f"ct2_{search}_forced_{compute_type}", ct2_runner(
+                    ct2_models, model, tokenizer, options=options, device=device, compute_type=compute_type,
+                    forced=True, wheel=args.ct2_wheel),
+                    lambda _, nbests: sum(len(nbest[0][0]) for nbest in nbests if nbest)))
+            if beam == args.beam:
+                candidates.append((f"ct2_{search}_natural_{ct2_types[0]}", ct2_runner(
+                    ct2_models, model, tokenizer, options=options, device=device, compute_type=ct2_types[0],
+                    forced=False, wheel=args.ct2_wheel), lambda _, outputs: output_tokens(tokenizer, outputs)))
         if "translate" in systems and beam == args.beam:
             candidates.append((f"translate_{search}_natural", lambda s, o=options: run_translate(
                 model, tokenizer, s, options=o, device=device, forced=False),
@@ -263,6 +295,8 @@ def main(argv=None) -> int:
                   f"forced rows: EOS disabled until src_len + {max_len_b} (translate: per sentence; HF: min_new_tokens "
                   "= max_new_tokens = the batch's longest limit + 1, so HF also pads shorter sentences of a batch)",
                   "HF's length_penalty is L^α, translate's GNMT ((5+L)/6)^α: irrelevant at forced length",
+                  "ct2 rows: min = max decoding length = limit + 1 per group of equal limits, the same tokens as "
+                  f"translate; {torch.get_num_threads()} CPU threads (intra_threads) like torch's",
                   "natural row: EOS allowed (the `translate eval` setting); its token count is re-tokenized output"],
         "rows": rows,
     }
@@ -295,6 +329,47 @@ def hf_runner(dims: dict, max_positions: int, tokenizer, *, options: DecodeOptio
                       max_positions=max_positions)
 
     return run
+
+
+def ct2_runner(holder: dict, model, tokenizer, *, options: DecodeOptions, device, compute_type: str, forced: bool,
+               wheel: Path | None):
+    """run(sentences) for a CTranslate2 export of `model` in `compute_type`, exported and loaded on first
+    use (inside the warm-up); `holder` keeps the export and the Translators across rows. Forced, run
+    returns the n-best lists (their tokens are counted); natural, the translations."""
+
+    def run(sentences):
+        if compute_type not in holder:
+            ctranslate2 = import_ctranslate2(wheel)
+            if "dir" not in holder:
+                holder["dir"] = Path(tempfile.mkdtemp(prefix="bench_decode_ct2_")) / "model"
+                write_ctranslate2(model, tokenizer, holder["dir"])
+            holder[compute_type] = ctranslate2.Translator(
+                str(holder["dir"]), device=device.type, device_index=device.index or 0, compute_type=compute_type,
+                intra_threads=torch.get_num_threads() if device.type == "cpu" else 1)
+        if forced:
+            ids = source_ids(tokenizer, sentences, model.cfg.max_positions)
+            return ctranslate2_nbest(holder[compute_type], tokenizer, ids, options=options,
+                                     max_positions=model.cfg.max_positions, forced=True)
+        return translate_ctranslate2(holder[compute_type], tokenizer, sentences, options=options,
+                                     max_positions=model.cfg.max_positions)
+
+    return run
+
+
+def import_ctranslate2(wheel: Path | None):
+    """The ctranslate2 module: the installed one, else `wheel` unpacked into a temporary directory on
+    sys.path (a wheel is a zip of the installed files; its shared libraries come inside it)."""
+    try:
+        import ctranslate2
+    except ImportError:
+        if wheel is None:
+            raise ImportError("ctranslate2 is not installed: pip install ctranslate2, or pass --ct2-wheel FILE") from None
+        target = Path(tempfile.mkdtemp(prefix="ct2_wheel_"))
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(target)
+        sys.path.insert(0, str(target))
+        import ctranslate2
+    return ctranslate2
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """configs/demo.yaml cut to 600 steps (about a minute on 2 cores); returns the run directory.
-    Trained once per session: the end-to-end tests evaluate it, the distillation tests teach with it."""
+    Trained once per session: the end-to-end and export tests evaluate it, the distillation tests teach with it."""
     from translate.cli import main
 
     tmp = tmp_path_factory.mktemp("demo")

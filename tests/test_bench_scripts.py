@@ -167,3 +167,18 @@ def test_bench_attention_explicit_products_equal_sdpa():
     torch.testing.assert_close(math_attention(q, k, v, mask=key_mask), _attention(q, k, v, mask=key_mask))
     q = torch.randn(3, 4, 7, 8, generator=g, dtype=torch.float64)
     torch.testing.assert_close(math_attention(q, k, v, is_causal=True), _attention(q, k, v, is_causal=True))
+
+
+def test_bench_decode_tiny_cpu_ct2_rows(tmp_path, spm_and_source):
+    pytest.importorskip("ctranslate2")
+    spm, src = spm_and_source
+    out = tmp_path / "decode.json"
+    bench_decode.main(["--device", "cpu", "--tiny", "--spm", str(spm), "--src", str(src), "--systems", "translate,ct2",
+                       "--output", str(out)])
+    rows = {r["system"]: r for r in json.loads(out.read_text())["rows"]}
+    for name in ("ct2_beam4_forced_float32", "ct2_beam4_forced_int8", "ct2_greedy_forced_float32",
+                 "ct2_greedy_forced_int8", "ct2_beam4_natural_float32"):
+        assert rows[name]["error"] is None, rows[name]
+        assert rows[name]["sentences_per_s"] > 0 and rows[name]["vs_translate"] > 0
+    # Forced length: CTranslate2 generates exactly translate's tokens (one call per output limit).
+    assert rows["ct2_beam4_forced_float32"]["generated_tokens"] == rows["translate_beam4_forced"]["generated_tokens"]

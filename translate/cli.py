@@ -1,4 +1,4 @@
-"""The `translate` command line: prepare, train, eval, translate, average, distill-data.
+"""The `translate` command line: prepare, train, eval, translate, average, distill-data, export.
 
 Every subcommand turns a `UserError` into one message on stderr and exit code 2; anything else is
 a bug and keeps its traceback.
@@ -20,6 +20,7 @@ examples:
   echo "The small dog sees a red car." | translate translate --checkpoint runs/demo/checkpoint_best.pt
   translate average --last 5 runs/wmt14_base --output runs/wmt14_base/checkpoint_avg.pt
   translate distill-data --teacher runs/demo/checkpoint_best.pt --config configs/demo.yaml --output data/demo_kd/train
+  translate export --checkpoint runs/demo/checkpoint_best.pt --format ctranslate2 --output runs/demo/ct2
 """
 
 
@@ -102,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the teacher's weights while decoding; auto: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="replay each batch's decoder step as a CUDA graph (default: on a GPU)")
+
+    p = commands.add_parser("export", help="write a checkpoint as a CTranslate2 or Hugging Face Marian model",
+                            description="Export a checkpoint for deployment: a CTranslate2 model directory "
+                                        "(pip install -e \".[export]\") or a Hugging Face MarianMTModel + "
+                                        "MarianTokenizer directory (post-norm models; pip install -e \".[hf]\").")
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file (its spm.model beside it)")
+    p.add_argument("--format", required=True, choices=["ctranslate2", "huggingface"])
+    p.add_argument("--output", required=True, type=Path, help="the model directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists and is not empty")
+    p.add_argument("--quantization", choices=["int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+                                              "float16", "bfloat16", "float32"],
+                   help="ctranslate2: store the weights in this type (default float32; CTranslate2 can also "
+                        "convert when loading, with compute_type)")
     return parser
 
 
@@ -151,6 +165,10 @@ def _run(args: argparse.Namespace) -> int:
         from translate.checkpoint import run_average
 
         return run_average(args)
+    if args.command == "export":
+        from translate.export import run_export
+
+        return run_export(args)
     raise AssertionError(args.command)
 
 
