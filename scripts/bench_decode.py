@@ -363,7 +363,8 @@ def import_ctranslate2(wheel: Path | None):
         import ctranslate2
     except ImportError:
         if wheel is None:
-            raise ImportError("ctranslate2 is not installed: pip install ctranslate2, or pass --ct2-wheel FILE") from None
+            raise ImportError("ctranslate2 is not installed: pip install ctranslate2, or pass --ct2-wheel FILE"
+                              ) from None
         target = Path(tempfile.mkdtemp(prefix="ct2_wheel_"))
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(target)

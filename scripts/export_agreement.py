@@ -7,7 +7,7 @@ Rows per α:
     ct2 translate_ctranslate2    translate.exported: our GNMT choice among its finished hypotheses,
                                  one call per length limit, patience 2
     hf generate                  MarianMTModel.generate(num_beams=4, length_penalty=α) per sentence,
-                                 max_new_tokens = its limit + 1 (post-norm checkpoints only)
+                                 max_length = start + its limit + EOS (post-norm checkpoints only)
     hf translate_marian          translate.exported: our GNMT choice among its K finished hypotheses
 
     python scripts/export_agreement.py --checkpoint runs/x/checkpoint_best.pt --sentences 200 --output a.json
@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from translate import corpus as corpora  # noqa: E402
-from translate.evaluate import DecodeOptions, encode_sources, load_for_inference, score, translate_sentences  # noqa: E402
+from translate.evaluate import (DecodeOptions, encode_sources, load_for_inference, score,  # noqa: E402
+                                translate_sentences)
 from translate.export import write_ctranslate2, write_huggingface  # noqa: E402
 from translate.exported import translate_ctranslate2, translate_marian  # noqa: E402
 
@@ -90,7 +91,7 @@ def native_generate(marian, hf_tokenizer, sources: list[str], *, lenpen: float) 
     for source in sources:
         batch = hf_tokenizer([corpora.normalize(source)], return_tensors="pt")
         generated = marian.generate(**batch, num_beams=4, length_penalty=lenpen,
-                                    max_new_tokens=batch.input_ids.shape[1] + 51)
+                                    max_length=batch.input_ids.shape[1] + 52)  # start + limit + EOS
         outputs.append(hf_tokenizer.decode(generated[0], skip_special_tokens=True))
     return outputs
 

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import enum
 import json
-import shutil
 import os
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -43,7 +43,6 @@ from translate.model import Transformer
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which translate.model uses
-
 
 
 class Format(str, enum.Enum):
@@ -69,11 +68,15 @@ def run_export(args) -> int:
         raise UserError("--quantization applies to --format ctranslate2 only")
     output = Path(args.output)
     _check_output(output, overwrite=args.overwrite)
+    _import("ctranslate2", extra="export") if fmt == Format.CTRANSLATE2 else _import("transformers", extra="hf")
     model, tokenizer, cfg = load_for_inference(Path(args.checkpoint), torch.device("cpu"))
     problems = unsupported_settings(cfg, fmt)
     if problems:
         raise UserError(f"cannot export {args.checkpoint} as {fmt.value}: " + "; ".join(problems))
-    write = partial(write_ctranslate2, quantization=args.quantization) if fmt == Format.CTRANSLATE2 else write_huggingface
+    if fmt == Format.CTRANSLATE2:
+        write = partial(write_ctranslate2, quantization=args.quantization)
+    else:
+        write = write_huggingface
     _write_atomically(output, lambda directory: write(model, tokenizer, directory))
     print(f"exported {args.checkpoint} as {fmt.value} to {output}")
     return 0

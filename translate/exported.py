@@ -91,7 +91,8 @@ def ctranslate2_nbest(translator, tokenizer: Tokenizer, ids: list[list[int]], *,
 def translate_marian(model, hf_tokenizer, sentences: list[str], *, options: DecodeOptions,
                      max_positions: int) -> list[str]:
     """Detokenized translations by an exported MarianMTModel and its MarianTokenizer, in input order,
-    one `generate` call per output limit."""
+    one `generate` call per output limit (max_length counts the decoder start token: limit tokens,
+    then EOS, forced there as ours is)."""
     from translate import corpus as corpora
 
     normalized = [corpora.normalize(s) for s in sentences]
@@ -104,7 +105,7 @@ def translate_marian(model, hf_tokenizer, sentences: list[str], *, options: Deco
         generated = model.generate(
             input_ids=src, attention_mask=src != PAD_ID, num_beams=options.beam,
             num_return_sequences=options.beam, length_penalty=0.0, early_stopping="never", do_sample=False,
-            max_new_tokens=limit + 1, forced_eos_token_id=EOS_ID, bad_words_ids=[[PAD_ID], [BOS_ID]],
+            max_length=limit + 2, forced_eos_token_id=EOS_ID, bad_words_ids=[[PAD_ID], [BOS_ID]],
             decoder_start_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
             output_scores=True, return_dict_in_generate=True)
         sequences = generated.sequences[:, 1:].tolist()  # without the decoder start token
