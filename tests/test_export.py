@@ -220,6 +220,10 @@ def test_export_never_overwrites_unasked(small_spm, tmp_path, capsys):
     assert main(argv + ["--overwrite", "--quantization", "int8"]) == 0
     assert not (output / "mine.txt").exists() and json.loads((output / "config.json").read_text())["add_source_eos"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging directory left behind
+    # The run directory itself is never replaced, --overwrite or not.
+    assert main(["export", "--checkpoint", str(checkpoint), "--format", "ctranslate2", "--output", str(tmp_path),
+                 "--overwrite"]) == 2
+    assert "holds the checkpoint" in capsys.readouterr().err and checkpoint.is_file()
 
 
 def test_pre_norm_to_marian_is_one_clear_error(small_spm, tmp_path, capsys):

@@ -68,6 +68,8 @@ def run_export(args) -> int:
         raise UserError("--quantization applies to --format ctranslate2 only")
     output = Path(args.output)
     _check_output(output, overwrite=args.overwrite)
+    if output.resolve() in Path(args.checkpoint).resolve().parents:
+        raise UserError(f"--output {output} holds the checkpoint {args.checkpoint}: choose a directory of its own")
     _import("ctranslate2", extra="export") if fmt == Format.CTRANSLATE2 else _import("transformers", extra="hf")
     model, tokenizer, cfg = load_for_inference(Path(args.checkpoint), torch.device("cpu"))
     problems = unsupported_settings(cfg, fmt)
