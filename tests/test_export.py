@@ -172,7 +172,7 @@ def test_ctranslate2_translates_the_demo_like_translate(demo_run, tmp_path):
 def test_marian_searches_like_translate_without_length_penalty(small_spm, tmp_path):
     """A post-norm model (random: Marian cannot take the pre-norm demo model) through the exported
     directory and `generate`, beam 4: at α = 0 the two searches are the same algorithm, so the
-    lines are identical. (At α > 0 the penalties differ in form: README.md, "Export".)"""
+    lines are identical. (At α > 0 the penalties differ in form: docs/EXPORT.md.)"""
     transformers = pytest.importorskip("transformers")
     from translate.synthetic import generate_pairs
 

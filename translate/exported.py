@@ -13,11 +13,11 @@ log-probabilities, and we pick the best by GNMT's score:
   exact (L counts EOS, `return_end_token`; with α = 0 the scores are the log-probabilities). Ours
   stops when no live hypothesis can beat the worst of its K best finished, which can be later than
   after K finish; with patience 2 CTranslate2 searches on until 2K have finished, which made the
-  last differing line of the demo agree (README.md, "Export").
+  last differing line of the demo agree (docs/EXPORT.md).
 - Hugging Face: with length_penalty = 0 and early_stopping = "never" its finished pool keeps the K best
   by log-probability (ours keeps the K best by GNMT score) and stops when no running beam can beat
   them. At α = 0 the two searches are the same algorithm; at α > 0 a hypothesis GNMT prefers can
-  have left HF's pool, so a few lines can differ (README.md, "Export").
+  have left HF's pool, so a few lines can differ (docs/EXPORT.md).
 
 Each engine takes one output limit per call, so sentences are grouped by their limit
 int(max_len_a · src_len + max_len_b) (translate.beam.output_limit). At the limit ours forces EOS;
@@ -34,7 +34,6 @@ import torch
 from translate.beam import length_penalty, output_limit
 from translate.evaluate import DecodeOptions, encode_sources
 from translate.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-
 
 CT2_PATIENCE = 2  # CTranslate2 finishes 2K hypotheses before it stops (see the module docstring)
 
