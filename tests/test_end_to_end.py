@@ -29,6 +29,19 @@ def test_demo_learns_to_translate(demo_run, capsys):
     assert valid[-1]["ppl"] < 2.5  # low dev perplexity
 
 
+def test_a_healthy_demo_run_is_never_called_collapsed(demo_run):
+    """The collapse rule (translate/collapse.py) at both validations of a model that learns: sure of
+    itself (so the hypothesis rules apply), and nothing tripped."""
+    from translate.collapse import CONFIDENT, collapse_signs
+
+    valid = [json.loads(line) for line in (demo_run / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
+    assert [r["step"] for r in valid] == [300, 600]
+    assert valid[-1]["confidence"] > CONFIDENT
+    for record in valid:
+        assert "collapse" not in record and collapse_signs(record) == []
+    assert "looks collapsed" not in (demo_run / "train.log").read_text()
+
+
 def test_bfloat16_decoding_translates_like_float32(demo_run, tmp_path):
     outputs, bleu = {}, {}
     for dtype in ("float32", "bfloat16"):

@@ -160,3 +160,77 @@ def test_compiled_chunk_passes_equal_the_eager_ones():
         assert sums.n_correct.dtype == torch.long
     for eager, compiled in zip(*results):
         torch.testing.assert_close(compiled, eager, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnostics and the confidence penalty, against direct computations on materialised logits.
+
+
+def direct_statistics(logits: torch.Tensor, target: torch.Tensor) -> dict:
+    probs = logits.softmax(dim=-1)
+    return {"max_logit": logits.max(dim=-1).values.sum(), "peak_logit": logits.max(),
+            "entropy": -(probs * logits.log_softmax(dim=-1)).sum(),
+            "confidence": probs.max(dim=-1).values.sum(), "p_target": probs.gather(-1, target[:, None]).sum()}
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 5, 1000])
+@pytest.mark.parametrize("grad", [True, False])
+def test_statistics_equal_a_direct_computation(chunk_rows, grad):
+    hidden, weight, target = projection_data(dtype=torch.float64)
+    hidden.data[3] *= 20  # one peaked row, so the peak and the means differ visibly
+    with torch.set_grad_enabled(grad):
+        fused = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=chunk_rows,
+                                                    statistics=True)
+    want = direct_statistics((hidden @ weight.T).detach(), target)
+    for name, value in want.items():
+        torch.testing.assert_close(getattr(fused, name).double(), value, rtol=1e-6, atol=1e-6, msg=name)
+    assert fused.penalty is None and fused.row_confidence is None
+    # The loss itself is unchanged by asking for statistics.
+    plain = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=chunk_rows)
+    torch.testing.assert_close(fused.loss, plain.loss, rtol=1e-12, atol=1e-12)
+    assert plain.entropy is None
+
+
+def test_statistics_of_float32_and_bfloat16_chunks():
+    hidden, weight, target = projection_data()
+    fused = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=4, statistics=True)
+    want = direct_statistics((hidden @ weight.T).detach().double(), target)
+    for name, value in want.items():
+        assert getattr(fused, name).dtype == torch.float32
+        torch.testing.assert_close(getattr(fused, name).double(), value, rtol=1e-5, atol=1e-4, msg=name)
+    low = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, compute_dtype=torch.bfloat16,
+                                              statistics=True)
+    torch.testing.assert_close(low.entropy.double(), want["entropy"], rtol=3e-2, atol=0)
+
+
+def test_rows_give_each_tokens_confidence_and_correctness():
+    hidden, weight, target = projection_data(dtype=torch.float64)
+    target[:5] = (hidden @ weight.T)[:5].argmax(dim=-1)  # some certainly right
+    fused = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=6, rows=True)
+    probs = (hidden @ weight.T).detach().softmax(dim=-1)
+    torch.testing.assert_close(fused.row_confidence.double(), probs.max(dim=-1).values, rtol=1e-6, atol=1e-7)
+    assert torch.equal(fused.row_correct, probs.argmax(dim=-1) == target)
+    assert fused.row_correct[:5].all() and fused.row_correct.sum().item() == fused.n_correct.item()
+
+
+@pytest.mark.parametrize("beta", [0.1, 1.5])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1000])
+def test_confidence_penalty_loss_and_gradient_equal_autograd(beta, chunk_rows):
+    hidden, weight, target = projection_data(dtype=torch.float64)
+    logits = hidden @ weight.T
+    log_probs = logits.log_softmax(dim=-1)
+    entropy = -(log_probs.exp() * log_probs).sum()
+    reference = F.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum") - beta * entropy
+    want = torch.autograd.grad(reference * 0.37, (hidden, weight))
+    fused = linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1, chunk_rows=chunk_rows,
+                                                confidence_penalty=beta)
+    got = torch.autograd.grad(fused.loss * 0.37, (hidden, weight))
+    torch.testing.assert_close(fused.loss, reference, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(fused.penalty.double(), -beta * entropy, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fused.nll, F.cross_entropy(logits, target, reduction="sum"), rtol=1e-12, atol=1e-10)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # The penalty moves the gradient: without it the same call differs.
+    plain = torch.autograd.grad(linear_label_smoothed_cross_entropy(hidden, weight, target, epsilon=0.1).loss,
+                                (hidden, weight))
+    assert not torch.allclose(plain[0] * 0.37, got[0])

@@ -54,6 +54,19 @@ class CalibrationStats:
                                                   "accuracy": accuracy.tolist(), "confidence": confidence.tolist()}}
 
 
+def bin_sums(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
+    """On the tensors' device, float64 (3, n_bins): per bin the count, Σ confidence and Σ correct, binned
+    as `CalibrationStats.add` bins (so that several processes' sums can be added before `from_bin_sums`)."""
+    bins = (confidence.double() * n_bins).long().clamp_(max=n_bins - 1)
+    values = torch.stack([torch.ones_like(confidence, dtype=torch.float64), confidence.double(), correct.double()])
+    return torch.zeros(3, n_bins, dtype=torch.float64, device=confidence.device).index_add_(1, bins, values)
+
+
+def from_bin_sums(sums: torch.Tensor) -> CalibrationStats:
+    count, confidence_sum, correct_sum = sums.cpu().numpy()
+    return CalibrationStats(n_bins=sums.shape[1], count=count, confidence_sum=confidence_sum, correct_sum=correct_sum)
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
     stats = CalibrationStats(n_bins=n_bins)
     stats.add(np.asarray(confidence, dtype=float), np.asarray(correct))

@@ -1,4 +1,4 @@
-"""The `translate` command line: prepare, train, eval, translate, average, distill-data, export.
+"""The `translate` command line: prepare, train, eval, translate, average, distill-data, export, plot.
 
 Every subcommand turns a `UserError` into one message on stderr and exit code 2; anything else is
 a bug and keeps its traceback.
@@ -21,6 +21,7 @@ examples:
   translate average --last 5 runs/wmt14_base --output runs/wmt14_base/checkpoint_avg.pt
   translate distill-data --teacher runs/demo/checkpoint_best.pt --config configs/demo.yaml --output data/demo_kd/train
   translate export --checkpoint runs/demo/checkpoint_best.pt --format ctranslate2 --output runs/demo/ct2
+  translate plot runs/demo runs/demo_ls0 --output curves.png
 """
 
 
@@ -116,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                                               "float16", "bfloat16", "float32"],
                    help="ctranslate2: store the weights in this type (default float32; CTranslate2 can also "
                         "convert when loading, with compute_type)")
+
+    p = commands.add_parser("plot", help="draw training curves of one or more runs as one PNG",
+                            description="One PNG dashboard (NLL, perplexity, dev BLEU, learning rate, gradient norm, "
+                                        "tokens/s, entropy, confidence, logits, weights, ECE) of each run's "
+                                        "metrics.jsonl, runs overlaid. Needs matplotlib (pip install -e \".[plots]\").")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                   help="run directory (its metrics.jsonl, or each metrics*.jsonl in it) or a metrics .jsonl file")
+    p.add_argument("--output", type=Path, help="PNG to write (default: RUN_DIR/curves.png for one run directory, "
+                                               "else curves.png)")
+    p.add_argument("--x", choices=["step", "time"], default="step", help="x axis: optimizer step or training time")
+    p.add_argument("--dpi", type=int, default=100, help="resolution (default 100: 1760 x 930 pixels)")
     return parser
 
 
@@ -169,6 +181,10 @@ def _run(args: argparse.Namespace) -> int:
         from translate.export import run_export
 
         return run_export(args)
+    if args.command == "plot":
+        from translate.plot import run_plot
+
+        return run_plot(args)
     raise AssertionError(args.command)
 
 

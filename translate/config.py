@@ -126,6 +126,9 @@ class OptimConfig:
     eps: float = 1e-9
     weight_decay: float = 0.0  # decoupled (AdamW); never applied to norms, biases or embeddings
     clip_norm: float = 1.0  # clip gradients to this global L2 norm (0 = no clipping)
+    # Extra decoupled decay on the output projection (the tied embedding when shared), added to the
+    # decay it already has: the remedy for logits that keep growing (docs/DIAGNOSTICS.md).
+    output_weight_decay: float = 0.0
 
 
 @dataclass
@@ -136,6 +139,7 @@ class TrainConfig:
     precision: Precision = Precision.BF16  # falls back to fp32 on the CPU
     compile: bool = False  # torch.compile each layer and the loss's elementwise passes (docs/PERFORMANCE.md)
     label_smoothing: float = 0.1  # ε of the label-smoothed cross-entropy
+    confidence_penalty: float = 0.0  # β: adds −β·H(p) per target token to the loss (Pereyra et al. 2017)
     max_tokens: int = 4096  # per batch and side: sentences × longest padded side ≤ max_tokens
     update_freq: int = 1  # gradient accumulation: batches per optimizer step
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
@@ -154,6 +158,9 @@ class TrainConfig:
     divergence_patience: int = 3
     divergence_grace_steps: int = 500  # steps after warmup that a model may take to beat token frequencies
     best_metric: BestMetric = BestMetric.NLL
+    statistics: bool = True  # log max logit, entropy, confidence, p(target), weight norm, update ratio
+    stop_on_collapse: bool = False  # stop (instead of warning) when validation sees a collapse (collapse.py)
+    tensorboard: bool = False  # also write the metrics as TensorBoard scalars to RUN_DIR/tensorboard
 
 
 @dataclass
@@ -251,6 +258,19 @@ def config_to_dict(cfg: Config) -> dict:
 
 def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The values that differ between two plain config dicts, as ``train.max_steps: 15 -> 30`` lines."""
+    changes = []
+    for key in list(old) + [k for k in new if k not in old]:
+        dotted = f"{prefix}{key}"
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes.extend(config_changes(a, b, f"{dotted}."))
+        elif a != b:
+            changes.append(f"{dotted}: {a!r} -> {b!r}")
+    return changes
 
 
 def _read_yaml(path: Path) -> dict:
@@ -473,8 +493,11 @@ def validate(cfg: Config) -> list[str]:
     check(o.eps > 0, f"optim.eps ({o.eps}) must be positive")
     check(o.weight_decay >= 0, f"optim.weight_decay ({o.weight_decay}) must not be negative")
     check(o.clip_norm >= 0, f"optim.clip_norm ({o.clip_norm}) must not be negative (0 disables clipping)")
+    check(o.output_weight_decay >= 0, f"optim.output_weight_decay ({o.output_weight_decay}) must not be negative")
 
     check(0.0 <= t.label_smoothing < 1.0, f"train.label_smoothing ({t.label_smoothing}) must be in [0, 1)")
+    check(t.confidence_penalty >= 0, f"train.confidence_penalty ({t.confidence_penalty}) must not be negative "
+                                     "(0 disables it)")
     check(bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device)), f"train.device ({t.device!r}) must be auto, cpu, cuda or cuda:N")
     check(t.max_tokens >= d.max_tokens_per_sentence + 2,
           f"train.max_tokens ({t.max_tokens}) must be at least the longest allowed sentence, "
@@ -513,6 +536,9 @@ def _validate_distill(k: DistillConfig, t: TrainConfig) -> list[str]:
     if k.teacher and k.temperature_schedule == TemperatureSchedule.LINEAR and not (t.max_steps or t.max_time):
         errors.append("distill.temperature_schedule linear needs train.max_steps or train.max_time "
                       "(the schedule runs over step / max_steps, or elapsed / max_time)")
+    if k.teacher and t.confidence_penalty:
+        errors.append(f"train.confidence_penalty ({t.confidence_penalty}) does not apply to distillation's loss "
+                      "(distill.teacher is set): set it to 0")
     return errors
 
 

@@ -83,9 +83,10 @@ class PreparedData:
     summary: dict = field(default_factory=dict)
 
 
-def prepare(cfg: Config, *, verbose: bool = True) -> PreparedData:
-    """Build (or reuse) the tokenizer and the binarized train/valid caches of `cfg`."""
-    log = (lambda msg: print(msg, flush=True)) if verbose else (lambda msg: None)
+def prepare(cfg: Config, *, verbose: bool = True, say=None) -> PreparedData:
+    """Build (or reuse) the tokenizer and the binarized train/valid caches of `cfg`; verbose: report
+    progress through `say` (a function of one line; default print)."""
+    log = (say or (lambda msg: print(msg, flush=True))) if verbose else (lambda msg: None)
     d = cfg.data
     tok_dir = Path(d.data_dir) / f"tok-{_hash(_tokenizer_key(cfg))}"
     tokenizer_file = tok_dir / "spm.model"

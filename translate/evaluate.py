@@ -135,19 +135,37 @@ def score(hypotheses: list[str], references: list[str]) -> dict:
             "bleu_detail": str(bleu_score)}
 
 
-def dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, *, device: torch.device) -> float:
-    """BLEU of the first `eval.dev_bleu_sentences` dev pairs (the training loop's periodic check)."""
+@dataclass
+class DevTranslations:
+    """The training loop's periodic decoding of the first `eval.dev_bleu_sentences` dev pairs."""
+
+    sources: list[str]
+    references: list[str]
+    hypotheses: list[str]
+    bleu: float
+    length_ratio: float  # hypothesis / reference length (sacreBLEU's), 0 when all are empty
+
+
+def dev_translations(model: Transformer, tokenizer: Tokenizer, cfg: Config, *, device: torch.device) -> DevTranslations:
+    """Translate the first `eval.dev_bleu_sentences` dev pairs (eval.dev_bleu_beam) and score them."""
     pairs = list(corpora.read_pairs(cfg.data.valid, src_lang=cfg.data.src_lang, tgt_lang=cfg.data.tgt_lang))
     pairs = pairs[:cfg.eval.dev_bleu_sentences]
     options = DecodeOptions(beam=cfg.eval.dev_bleu_beam, lenpen=cfg.eval.lenpen, max_len_a=cfg.eval.max_len_a,
                             max_len_b=cfg.eval.max_len_b, batch_tokens=cfg.eval.batch_tokens)
     was_training = model.training
     model.eval()
-    hypotheses = translate_sentences(model, tokenizer, [s for s, _ in pairs], options=options, device=device)
+    sources, references = [s for s, _ in pairs], [t for _, t in pairs]
+    hypotheses = translate_sentences(model, tokenizer, sources, options=options, device=device)
     model.train(was_training)
     if not any(h.strip() for h in hypotheses):
-        return 0.0
-    return score(hypotheses, [t for _, t in pairs])["bleu"]
+        return DevTranslations(sources, references, hypotheses, bleu=0.0, length_ratio=0.0)
+    scores = score(hypotheses, references)
+    return DevTranslations(sources, references, hypotheses, bleu=scores["bleu"], length_ratio=scores["length_ratio"])
+
+
+def dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, *, device: torch.device) -> float:
+    """BLEU of the first `eval.dev_bleu_sentences` dev pairs (the training loop's periodic check)."""
+    return dev_translations(model, tokenizer, cfg, device=device).bleu
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+import yaml
 
-from translate.config import Config, config_to_yaml
+from translate.config import Config, config_changes, config_to_dict, config_to_yaml
 from translate.errors import UserError
 
 if TYPE_CHECKING:
@@ -104,16 +105,41 @@ def barrier(env: Distributed) -> None:
         dist.barrier()
 
 
-def create_run_dir(run_dir: Path, cfg: Config, tokenizer_file: Path, *, overwrite: bool) -> None:
+def create_run_dir(run_dir: Path, cfg: Config, tokenizer_file: Path, *, overwrite: bool, resume: bool = False) -> None:
+    """Create (or empty, overwrite) the run directory with config.yaml and spm.model; a resumed run
+    keeps its config.yaml until `record_resumed_config` has compared it with the new one."""
     try:
         if overwrite and run_dir.exists():
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        if not (resume and (run_dir / "config.yaml").is_file()):
+            (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         shutil.copyfile(tokenizer_file, run_dir / "spm.model")
     except OSError as e:
         raise UserError(f"cannot set up run directory {run_dir}: {e.strerror or e}; "
                         "free disk space or set train.out_dir to a writable place") from None
+
+
+def record_resumed_config(run_dir: Path, cfg: Config, *, step: int) -> str:
+    """On resume: write the config now in effect to config.yaml and, when it differs from the one
+    there, keep that one as config_until_step<step>.yaml. Returns the line for train.log ("" when
+    nothing changed)."""
+    path = run_dir / "config.yaml"
+    old = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    changes = config_changes(old or {}, config_to_dict(cfg))
+    if not changes:
+        return ""
+    kept = run_dir / f"config_until_step{step}.yaml"
+    n = 1
+    while kept.exists():  # resumed at the same step before: keep every earlier config
+        kept, n = run_dir / f"config_until_step{step}.{n}.yaml", n + 1
+    try:
+        path.replace(kept)
+        path.write_text(config_to_yaml(cfg))
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; free disk space, then --resume") from None
+    return (f"resumed with config changes ({'; '.join(changes)}); config.yaml now holds the config in effect, "
+            f"{kept.name} the one before")
 
 
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:

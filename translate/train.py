@@ -2,7 +2,8 @@
 
 Setup (distributed, run directory, data, model, optimizer, resume), then per step:
 lr = lr_at(step) → forward under autocast → loss sums → backward → unscale → clip → finite check →
-optimizer step → zero_grad → log → periodic validation and checkpoints.
+optimizer step → zero_grad → log → periodic validation (with the collapse check) and checkpoints.
+What is logged and why: docs/DIAGNOSTICS.md.
 
 With `distill.teacher` set, the loss is word-level knowledge distillation from that teacher
 (translate/distill.py): the teacher's spm.model becomes the student's, and each step also runs the
@@ -16,6 +17,7 @@ so a resumed run draws exactly what an uninterrupted one would.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -28,18 +30,20 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from translate.batching import Batch, BatchStream, collate_corpus, shard, teacher_forcing_batches
+from translate.calibration import bin_sums, from_bin_sums
 from translate.checkpoint import CheckpointWriter, load_checkpoint, model_shape_mismatch, prune_numbered
 from translate.config import BestMetric, Config, Precision, TemperatureSchedule, config_to_dict, config_to_yaml
 from translate.data import PreparedData, TokenizedCorpus, prepare, target_unigram_entropy
 from translate.distill import (linear_distillation_loss, load_teacher, student_config, teacher_hidden, temperature_at,
                                training_progress)
 from translate.errors import UserError
-from translate.guards import check_divergence, handle_bad_step
+from translate.collapse import collapse_message, collapse_signs, hypothesis_statistics
+from translate.guards import TrainingStopped, check_divergence, handle_bad_step
 from translate.loss import LossSums, linear_label_smoothed_cross_entropy
-from translate.metrics import Interval, RunLogger, format_perplexity, format_record
+from translate.metrics import STATISTICS, Interval, RunLogger, format_perplexity, format_record
 from translate.model import Transformer
 from translate.runtime import (Distributed, StopSignals, barrier, check_run_dir, compile_layers,
-                               create_run_dir, setup_distributed)
+                               create_run_dir, record_resumed_config, setup_distributed)
 from translate.schedule import lr_at
 from translate.tokenizer import PAD_ID, Tokenizer
 
@@ -59,6 +63,17 @@ class TrainState:
 
 
 def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
+    log = RunLogger(cfg.run_dir, enabled=int(os.environ.get("RANK", "0")) == 0, tensorboard=cfg.train.tensorboard)
+    try:
+        return _train(cfg, log, resume=resume, overwrite=overwrite)
+    except UserError as e:  # the CLI prints it; train.log keeps it too (once the run directory exists)
+        log.to_file(f"error: {e}")
+        raise
+    finally:
+        log.close()
+
+
+def _train(cfg: Config, log: RunLogger, *, resume: bool, overwrite: bool) -> int:
     # 1. Processes and devices; the run directory is checked now but created only once the data is
     #    ready, so a data error leaves nothing behind.
     env = setup_distributed(cfg)
@@ -70,13 +85,13 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     if env.is_main:
         check_run_dir(run_dir, resume=resume, overwrite=overwrite)
     precision = cfg.train.precision if env.device.type == "cuda" else Precision.FP32
-    log = RunLogger(run_dir, enabled=env.is_main)
     log.line(config_to_yaml(cfg).rstrip())
 
     # 2. Data: the main process prepares (or reuses) the cache, the others then read it.
-    data = prepare(cfg, verbose=env.is_main) if env.is_main else None
+    data = prepare(cfg, verbose=env.is_main, say=log.line) if env.is_main else None
     if env.is_main:
-        create_run_dir(run_dir, cfg, data.tokenizer_file, overwrite=overwrite)
+        create_run_dir(run_dir, cfg, data.tokenizer_file, overwrite=overwrite, resume=resume)
+        log.open()
     barrier(env)
     if not env.is_main:
         data = prepare(cfg, verbose=False)
@@ -106,6 +121,9 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                          vocab_size=tokenizer.vocab_size)
         log.line(f"resumed from {run_dir / 'checkpoint_last.pt'} at step {state.step} "
                  f"(epoch {state.epoch}, batch {state.position})")
+        changed = record_resumed_config(run_dir, cfg, step=state.step) if env.is_main else ""
+        if changed:
+            log.line(changed)
     log.line(f"model: {sum(p.numel() for p in model.parameters()):,} parameters; device {env.device}, "
              f"precision {precision.value}, world size {env.world_size}")
     if cfg.train.compile:
@@ -122,7 +140,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
     batches = _EpochBatches(data.train, cfg, env)
     bar = tqdm(total=cfg.train.max_steps or None, initial=state.step, disable=not (env.is_main and sys.stdout.isatty()),
                unit="step", dynamic_ncols=True)
-    interval = Interval(extra=("ce", "kd_kl", "kd_term") if teacher is not None else ())
+    interval = Interval(extra=("ce", "kd_kl", "kd_term") if teacher is not None else (), statistics=loss_statistics(cfg))
     start_time = time.perf_counter() - state.train_seconds
     saver = _Saver(run_dir, model, optimizer, scaler, cfg, tokenizer, env, start_time)
     exit_code = 0
@@ -144,8 +162,10 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
             if teacher is not None:
                 progress = training_progress(step=state.step, elapsed=time.perf_counter() - start_time, train=cfg.train)
                 kd = KDStep(teacher.model, alpha=cfg.distill.alpha, temperature=temperature_at(progress, cfg.distill))
-            sums = _forward_backward(train_model, model.output_proj.weight, step_batches, cfg, env, autocast, scaler,
-                                     n_tokens, kd)
+            sums, peak_logit = _forward_backward(train_model, model.output_proj.weight, step_batches, cfg, env, autocast,
+                                                 scaler, n_tokens, kd)
+            log_step = (state.step + 1) % cfg.train.log_every == 0
+            before = _weight_vector(model) if log_step and cfg.train.statistics else None
 
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_norm or math.inf)
@@ -156,7 +176,7 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.consecutive_bad = 0
-                interval.add(sums, n_tokens, grad_norm)
+                interval.add(sums, n_tokens, grad_norm, peak_logit)
             else:
                 optimizer.zero_grad(set_to_none=True)
                 handle_bad_step(state, cfg, log, lr=lr, grad_norm=grad_norm, loss_ok=loss_ok, scaler=scaler,
@@ -165,15 +185,20 @@ def train(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> int:
             bar.update(1)
 
             if state.step % cfg.train.log_every == 0:
-                record = interval.report(state, lr=lr, elapsed=time.perf_counter() - start_time, world_size=env.world_size)
+                record = interval.report(state, lr=lr, elapsed=time.perf_counter() - start_time, world_size=env.world_size,
+                                         confidence_penalty=cfg.train.confidence_penalty,
+                                         weights=_weight_statistics(model, before) if before is not None else None)
                 if kd is not None:
                     record["temperature"] = kd.temperature
                 log.metrics(record)
                 log.line(format_record(record))
-                bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=record["ppl"], lr=f"{lr:.2e}")
+                bar.set_postfix({"loss": f"{record['loss']:.3f}", "ppl": record["ppl"], "lr": f"{lr:.2e}",
+                                 "tokens/s": f"{record['tgt_tokens_per_s']:.0f}"})
                 check_divergence(state, record["nll"], cfg, unigram_entropy=unigram_entropy, lr=lr)
             if state.step % cfg.train.eval_every == 0:
+                started = time.perf_counter()
                 _validate_and_save(model, data, tokenizer, cfg, env, state, log, saver, autocast)
+                interval.exclude(time.perf_counter() - started)
             elif cfg.train.save_every and state.step % cfg.train.save_every == 0:
                 saver.save(state, f"checkpoint_step{state.step}.pt", prune=True)
     finally:
@@ -208,7 +233,8 @@ class KDStep:
 
 
 def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: float, autocast,
-               compiled: bool = False, kd: KDStep | None = None):
+               compiled: bool = False, kd: KDStep | None = None, confidence_penalty: float = 0.0,
+               statistics: bool = False, rows: bool = False):
     """Teacher-forced loss sums of one batch (on the model's device): `LossSums`, or with `kd` the
     distillation's `DistillSums`.
 
@@ -216,6 +242,7 @@ def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: flo
     output projection and the loss, fused, so the (tokens × vocabulary) float32 logits are never
     held whole. `model` may be the DDP wrapper; `output_weight` is the projection matrix.
     compiled (train.compile): the loss's elementwise passes through torch.compile.
+    confidence_penalty, statistics, rows: as `loss.linear_label_smoothed_cross_entropy`'s.
     """
     with autocast:
         hidden = model(batch.src, batch.tgt_in, batch.src == PAD_ID, return_hidden=True)  # (B, T, D)
@@ -223,34 +250,63 @@ def batch_loss(model, output_weight: torch.Tensor, batch: Batch, *, epsilon: flo
     compute_dtype = autocast.fast_dtype if isinstance(autocast, torch.autocast) else None  # matmuls as autocast's
     if kd is None:
         return linear_label_smoothed_cross_entropy(hidden, output_weight, batch.targets, epsilon=epsilon,
-                                                   compute_dtype=compute_dtype, compiled=compiled)
+                                                   compute_dtype=compute_dtype, compiled=compiled,
+                                                   confidence_penalty=confidence_penalty, statistics=statistics,
+                                                   rows=rows)
     soft_hidden = teacher_hidden(kd.teacher, batch, autocast=autocast)
     return linear_distillation_loss(hidden, output_weight, soft_hidden, kd.teacher.output_proj.weight, batch.targets,
                                     epsilon=epsilon, alpha=kd.alpha, temperature=kd.temperature,
                                     compute_dtype=compute_dtype, compiled=compiled)
 
 
+def loss_statistics(cfg: Config) -> bool:
+    """Whether the training loss returns the statistics (metrics.STATISTICS): with train.statistics, or
+    a confidence penalty (its logged part needs Σ H); not with distillation, whose loss has none."""
+    return (cfg.train.statistics or bool(cfg.train.confidence_penalty)) and not cfg.distill.teacher
+
+
 def _forward_backward(train_model, output_weight: torch.Tensor, step_batches: list[Batch], cfg: Config,
-                      env: Distributed, autocast, scaler, n_tokens: int, kd: KDStep | None = None) -> torch.Tensor:
-    """Accumulate gradients over the step's batches; returns (loss_sum, nll_sum, n_correct) on device,
-    with `kd` followed by (ce_sum, kd_kl_sum, kd_term_sum).
+                      env: Distributed, autocast, scaler, n_tokens: int,
+                      kd: KDStep | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Accumulate gradients over the step's batches; returns, on device, the step's sums (loss_sum,
+    nll_sum, n_correct; with `kd` then ce_sum, kd_kl_sum, kd_term_sum; with `loss_statistics` then
+    metrics.STATISTICS's sums) and the largest logit (or None).
 
     Gradients are of the loss summed over the step's target tokens on all ranks, divided by that
     token count: the world-size factor undoes DDP's averaging over ranks.
     """
     denominator = n_tokens / env.world_size
-    totals = torch.zeros(3 if kd is None else 6, device=env.device)
+    statistics = loss_statistics(cfg)
+    totals = torch.zeros(3 + 3 * (kd is not None) + len(STATISTICS) * statistics, device=env.device)
+    peak = torch.full((), -math.inf, device=env.device) if statistics else None
     for i, batch in enumerate(step_batches):
         batch = batch.to(env.device)
         last = i == len(step_batches) - 1
         sync = nullcontext() if last or env.world_size == 1 else train_model.no_sync()
         with sync:
             sums = batch_loss(train_model, output_weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast,
-                              compiled=cfg.train.compile, kd=kd)
+                              compiled=cfg.train.compile, kd=kd, confidence_penalty=cfg.train.confidence_penalty,
+                              statistics=statistics)
             scaler.scale(sums.loss / denominator).backward()
         parts = [sums.loss, sums.nll, sums.n_correct.float()] + ([sums.ce, sums.kl, sums.kd_term] if kd else [])
+        if statistics:
+            parts += [sums.max_logit, sums.entropy, sums.confidence, sums.p_target]
+            peak = torch.maximum(peak, sums.peak_logit)
         totals += torch.stack(parts).detach()
-    return totals
+    return totals, peak
+
+
+def _weight_vector(model: torch.nn.Module) -> torch.Tensor:
+    """A copy of all parameters as one flat vector: taken only before a step that will be logged."""
+    return torch.nn.utils.parameters_to_vector(p.detach() for p in model.parameters())
+
+
+def _weight_statistics(model: Transformer, before: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The output projection's norm and the whole model's update ratio ‖Δw‖ / ‖w‖ of the step just
+    taken (`before`: the weights before it), as device tensors, read when the record is written."""
+    after = _weight_vector(model)
+    return {"output_weight_norm": torch.linalg.vector_norm(model.output_proj.weight.detach()),
+            "update_ratio": torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before)}
 
 
 def _global_token_count(step_batches: list[Batch], env: Distributed) -> int:
@@ -279,23 +335,28 @@ def dev_batches(corpus: TokenizedCorpus, cfg: Config) -> list[np.ndarray]:
 
 @torch.no_grad()
 def validate(model: Transformer, corpus: TokenizedCorpus, cfg: Config, env: Distributed, autocast) -> dict:
-    """Teacher-forced dev loss, NLL, perplexity and token accuracy over all non-pad target tokens
-    of the pairs that fit (`dev_batches`)."""
+    """Teacher-forced dev loss, NLL, perplexity, token accuracy, mean entropy and confidence, and ECE
+    (15 bins, translate/calibration.py) over all non-pad target tokens of the pairs that fit (`dev_batches`)."""
     was_training = model.training
     model.eval()
     batches = dev_batches(corpus, cfg)
-    totals = torch.zeros(4, dtype=torch.float64, device=env.device)
+    totals = torch.zeros(6, dtype=torch.float64, device=env.device)
+    bins = torch.zeros(3, 15, dtype=torch.float64, device=env.device)
     for idx in shard(batches, rank=env.rank, world_size=1 if len(batches) < env.world_size else env.world_size):
         batch = collate_corpus(corpus, idx).to(env.device)
         sums = batch_loss(model, model.output_proj.weight, batch, epsilon=cfg.train.label_smoothing, autocast=autocast,
-                          compiled=cfg.train.compile)
-        totals += torch.stack([sums.loss, sums.nll, sums.n_tokens, sums.n_correct]).double()
+                          compiled=cfg.train.compile, confidence_penalty=cfg.train.confidence_penalty, rows=True)
+        totals += torch.stack([sums.loss, sums.nll, sums.n_tokens, sums.n_correct, sums.entropy,
+                               sums.confidence]).double()
+        bins += bin_sums(sums.row_confidence, sums.row_correct, n_bins=bins.shape[1])
     if env.world_size > 1 and len(batches) >= env.world_size:
         dist.all_reduce(totals)
+        dist.all_reduce(bins)
     model.train(was_training)
-    loss, nll, n_tokens, n_correct = totals.tolist()
+    loss, nll, n_tokens, n_correct, entropy, confidence = totals.tolist()
     return {"loss": loss / n_tokens, "nll": nll / n_tokens, "ppl": format_perplexity(nll / n_tokens),
-            "accuracy": n_correct / n_tokens, "tokens": int(n_tokens)}
+            "accuracy": n_correct / n_tokens, "tokens": int(n_tokens), "entropy": entropy / n_tokens,
+            "confidence": confidence / n_tokens, "ece": from_bin_sums(bins).summary()["ece"]}
 
 
 def _report_long_dev_pairs(corpus: TokenizedCorpus, cfg: Config, log) -> None:
@@ -322,10 +383,21 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
     if data.valid is not None:
         record.update(validate(model, data.valid, cfg, env, autocast))
         if cfg.eval.dev_bleu_sentences and env.is_main:
-            record["bleu"] = _dev_bleu(model, tokenizer, cfg, env)
+            record.update(_dev_translation_statistics(model, tokenizer, cfg, env))
+    record["elapsed_s"] = time.perf_counter() - saver.start_time
+    # The collapse rule (translate/collapse.py); the main process, which decoded, decides for all.
+    signs = collapse_signs(record) if env.is_main else []
+    if signs:
+        record["collapse"] = signs
     barrier(env)
     log.metrics(record)
-    log.line("valid " + format_record(record))
+    log.line("valid " + format_record({k: v for k, v in record.items() if k != "collapse"}))
+    if _agreed(bool(signs), env):
+        message = collapse_message(signs, step=state.step)
+        if cfg.train.stop_on_collapse:
+            raise TrainingStopped(f"{message}. Stopped (train.stop_on_collapse); checkpoint_last.pt keeps the state "
+                                  "saved before this validation")
+        log.line(f"warning: {message} (train.stop_on_collapse: true would stop here)")
     if state.rising_intervals:
         # The training loss looks diverged (see guards.divergence_sign): keep the last checkpoint from
         # before that rather than overwrite it with what may be garbage.
@@ -341,10 +413,22 @@ def _validate_and_save(model, data: PreparedData, tokenizer, cfg: Config, env: D
     saver.save(state, "checkpoint_last.pt", copies=copies, prune=numbered)
 
 
-def _dev_bleu(model: Transformer, tokenizer: Tokenizer, cfg: Config, env: Distributed) -> float:
-    from translate.evaluate import dev_bleu  # decoding lives with evaluation
+def _dev_translation_statistics(model: Transformer, tokenizer: Tokenizer, cfg: Config, env: Distributed) -> dict:
+    """Dev BLEU and the collapse statistics of the same greedy (eval.dev_bleu_beam) translations."""
+    from translate.evaluate import dev_translations  # decoding lives with evaluation
 
-    return dev_bleu(model, tokenizer, cfg, device=env.device)
+    dev = dev_translations(model, tokenizer, cfg, device=env.device)
+    return {"bleu": dev.bleu, "length_ratio": dev.length_ratio,
+            **hypothesis_statistics(dev.sources, dev.hypotheses, tokenizer.encode(dev.hypotheses))}
+
+
+def _agreed(flag: bool, env: Distributed) -> bool:
+    """The main process's `flag`, on every rank."""
+    if env.world_size == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=env.device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _is_better(record: dict, best: dict, metric: BestMetric) -> bool:
@@ -459,11 +543,18 @@ class _EpochBatches:
 
 
 def _build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay only on matrices of linear layers (not norms, biases or embeddings)."""
+    """AdamW; weight decay only on matrices of linear layers (not norms, biases or embeddings), plus
+    optim.output_weight_decay on the output projection (a third group, only when set: older
+    checkpoints' optimizer states have two)."""
     decay, no_decay = [], []
     embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and id(p) not in embedding_ids else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optim.output_weight_decay:  # its own group, added to the decay it had (tied: the embedding's none)
+        output = model.output_proj.weight
+        group = next(g for g in groups if any(p is output for p in g["params"]))
+        group["params"] = [p for p in group["params"] if p is not output]
+        groups.append({"params": [output], "weight_decay": group["weight_decay"] + cfg.optim.output_weight_decay})
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
                              fused=device.type == "cuda")
