@@ -64,8 +64,8 @@ def test_compiled_run_learns_and_saves_plain_checkpoints(tmp_path, monkeypatch):
 
     duck_shape = fx_config.use_duck_shape
     monkeypatch.setattr(train_module, "compile_layers", functools.partial(compile_layers, backend="aot_eager"))
-    monkeypatch.setattr(loss_module, "_compiled_chunk_loss",
-                        lambda: torch.compile(loss_module._chunk_loss, dynamic=True, backend="aot_eager"))
+    monkeypatch.setattr(loss_module, "_compiled_chunk_pass",
+                        lambda: torch.compile(loss_module._chunk_pass, dynamic=True, backend="aot_eager"))
     torch._dynamo.reset()
     counters.clear()
     try:

@@ -152,7 +152,7 @@ def _chunked_loss(hidden, weight, target, options: _ChunkOptions, compute_dtype,
     if late:
         options = dataclasses.replace(options, entropy_from_gradient=True)
         smoothed_target_w = (options.epsilon / weight.shape[0]) * w.sum(dim=0)  # (D,) the ε/V part of q @ W
-    chunk_fn = _compiled_chunk_loss() if compiled else _chunk_loss
+    chunk_fn = _compiled_chunk_pass() if compiled else _chunk_pass
     sums = torch.zeros(3, dtype=exact, device=hidden.device)  # loss, nll, n_correct
     extra = torch.zeros(EXTRA if options.statistics else 0, dtype=exact, device=hidden.device)
     if options.statistics:
@@ -182,7 +182,7 @@ def _chunked_loss(hidden, weight, target, options: _ChunkOptions, compute_dtype,
     return loss, nll, n_correct.long(), extra, row_values, grad_hidden, grad_weight
 
 
-def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, options: _ChunkOptions, exact: torch.dtype,
+def _chunk_pass(logits: torch.Tensor, target: torch.Tensor, options: _ChunkOptions, exact: torch.dtype,
                 with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """One chunk: logits (n, V) in the compute dtype, target (n,) -> (sums in `exact`: smoothed loss
     (with the penalty), NLL, correct predictions, then with options.statistics the EXTRA sums;
@@ -240,6 +240,20 @@ def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, options: _ChunkOptio
         grad = unnormalised.mul_(confidence[:, None]).sub_(epsilon / V)
     grad.scatter_add_(-1, target[:, None], grad.new_full((target.numel(), 1), -(1.0 - epsilon)))
     return sums, grad.to(logits.dtype), row_values
+
+
+def _chunk_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float, exact: torch.dtype, with_grad: bool
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The plain label-smoothed chunk (`_chunk_pass` without statistics or penalty): (sums (3,), gradient
+    or None), as translate/distill.py uses it for its gold part."""
+    sums, grad, _ = _chunk_pass(logits, target, _ChunkOptions(epsilon=epsilon), exact, with_grad)
+    return sums, grad
+
+
+@functools.cache
+def _compiled_chunk_pass():
+    """`_chunk_pass` through torch.compile, built on first use (dynamic: the last chunk is shorter)."""
+    return torch.compile(_chunk_pass, dynamic=True)
 
 
 @functools.cache
