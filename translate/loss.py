@@ -88,8 +88,8 @@ def linear_label_smoothed_cross_entropy(hidden: torch.Tensor, weight: torch.Tens
     instead of ~10 GB for logits, log-probabilities and their gradient. With gradients enabled the
     gradient is computed in the same pass (dloss/dlogits = softmax − q, q the smoothed target), as
     fused linear + cross-entropy kernels do, so the chunk's logits are never recomputed.
-    compiled: run each chunk's elementwise passes through torch.compile (`train.compile`; on the H100
-    18.1 → 8.6 ms per forward + backward at N 22.6k, `scripts/bench_loss.py [--compiled]`, docs/PERFORMANCE.md).
+    compiled: run each chunk's elementwise passes through torch.compile (`train.compile`; measured by
+    `scripts/bench_loss.py [--compiled]`, results in docs/PERFORMANCE.md).
     confidence_penalty: β of the confidence penalty: each row's loss becomes smoothed CE − β·H(p),
     with its exact gradient; `LossSums.penalty` is that part.
     statistics: also return the diagnostics sums (`LossSums.max_logit` ...); the entropy costs one

@@ -62,7 +62,7 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 def _attention(q, k, v, *, mask=None, is_causal=False, dropout=0.0) -> torch.Tensor:
     """softmax(Q K^T / sqrt(dh) + mask) V over heads: q (B, H, T, dh), k and v (B, H, S, dh) -> (B, T, D).
 
-    cuDNN's attention kernel is left out: it builds a new plan (about 0.1 s on an H100) for every
+    cuDNN's attention kernel is left out: it builds a new plan (slow; docs/PERFORMANCE.md) for every
     new shape, and length-bucketed batches and step-by-step decoding make nearly every shape new.
     """
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
@@ -76,8 +76,7 @@ def _single_query_attention(q, k, v, *, mask) -> torch.Tensor:
 
     For the static decoding step (`Transformer.decode_step`), replayed as a CUDA graph, where extra
     kernels cost no launch time: SDPA's masked kernel computes a tile of queries for the one there is
-    (about 105 µs a call on an H200, 44% of a graphed beam search's GPU time; what this gave is in
-    docs/PERFORMANCE.md). The softmax is in float32 (or wider). Masked keys get the dtype's lowest
+    (what it cost and what this gave are in docs/PERFORMANCE.md). The softmax is in float32 (or wider). Masked keys get the dtype's lowest
     finite value rather than −inf, so a row with every key masked (a source of padding only) averages
     its values instead of giving NaN; any other row's weights are the same, exp underflowing to 0.
     """

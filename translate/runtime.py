@@ -87,10 +87,9 @@ def independent_lengths() -> None:
 
     Token-bucketed batches often have equally long source and target sides, so a first graph traced
     on such a batch assumed S == T, and the first batch where they differ recompiled the whole model
-    and its backward (23 s on 2 CPU cores for a tiny model, results/cpu/compile_recompile_duck_on.log).
+    and its backward (results/cpu/compile_recompile_duck_on.log).
     With duck sizing off, S and T are separate symbols from the start. Other specialisations remain:
-    size 1, and on the GPU Inductor's guards on a length being a multiple of 8 (the one recompilation
-    seen on the H100, results/bench/compile_diag.log), so a few graphs per process are still expected;
+    size 1, and on the GPU Inductor's guards on a length being a multiple of 8 (results/bench/compile_diag.log), so a few graphs per process are still expected;
     each is a one-time cost that a long run amortises (docs/PERFORMANCE.md).
 
     The setting is process-wide (a torch.fx setting, private API) and stays off for every later
