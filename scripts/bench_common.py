@@ -92,7 +92,7 @@ def peak_memory_gb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 1e9
 
 
-def write_profile(run, *, device: torch.device, path: Path, heading: str, row_limit: int = 40) -> None:
+def write_profile(run, *, device: torch.device, path: Path, heading: str, row_limit: int = -1) -> None:
     """The operators and kernels of run() under torch.profiler, sorted by total device (or CPU) time,
     written to `path` under `heading`. Call it after the timed measurements: a profiler left running
     slows whatever is timed after it (results/bench/train_c)."""
